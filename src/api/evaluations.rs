@@ -1,0 +1,204 @@
+//! `/v1/evaluations`: thin handlers that parse, call the evaluator, answer.
+
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::body::read_json;
+use super::problem::ApiError;
+use super::AppState;
+use crate::domain::{Decision, EvaluationRequest, FieldError};
+use crate::evaluation::{Evaluation, EvaluationFilter};
+
+/// Page size when none is asked for, and the most one page may hold.
+const DEFAULT_LIMIT: u32 = 50;
+const MAX_LIMIT: u32 = 200;
+
+/// `POST /v1/evaluations`
+#[tracing::instrument(name = "api.create_evaluation", skip_all)]
+pub async fn create(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let body = read_json(&req, payload, state.max_body_bytes).await?;
+    let request = EvaluationRequest::parse(&body).map_err(ApiError::Validation)?;
+    let evaluation = state.evaluator.evaluate(request).await?;
+    Ok(HttpResponse::Ok()
+        .insert_header((header::LOCATION, format!("/v1/evaluations/{}", evaluation.id)))
+        .json(&evaluation))
+}
+
+#[derive(Serialize)]
+struct WithReport<'a> {
+    #[serde(flatten)]
+    evaluation: &'a Evaluation,
+    /// The upstream report as served; `null` for a degraded evaluation.
+    report: Option<Value>,
+}
+
+/// `GET /v1/evaluations/{id}` (`?include=report` adds the stored report).
+#[tracing::instrument(name = "api.get_evaluation", skip_all)]
+pub async fn get(
+    req: HttpRequest,
+    id: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    // A malformed id names no evaluation: 404, as for an unknown one.
+    let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound("evaluation"))?;
+    let mut include_report = false;
+    for (key, value) in url::form_urlencoded::parse(req.query_string().as_bytes()) {
+        match (key.as_ref(), value.as_ref()) {
+            ("include", "report") => include_report = true,
+            ("include", _) => {
+                return Err(ApiError::Validation(vec![FieldError::new(
+                    "include",
+                    "the only value is \"report\"",
+                )]))
+            }
+            (other, _) => return Err(unknown_parameter(other)),
+        }
+    }
+    let evaluation = state
+        .evaluator
+        .get(id)
+        .await?
+        .ok_or(ApiError::NotFound("evaluation"))?;
+    if !include_report {
+        return Ok(HttpResponse::Ok().json(&evaluation));
+    }
+    let report = evaluation
+        .report_snapshot
+        .as_deref()
+        .and_then(|raw| serde_json::from_str(raw).ok());
+    Ok(HttpResponse::Ok().json(WithReport {
+        evaluation: &evaluation,
+        report,
+    }))
+}
+
+#[derive(Serialize)]
+struct Page {
+    items: Vec<Evaluation>,
+    /// Pass as `cursor` for the next page; `null` on the last one.
+    next_cursor: Option<String>,
+}
+
+/// `GET /v1/evaluations?session_id=&user_id=&decision=&event=&since=&limit=&cursor=`
+#[tracing::instrument(name = "api.list_evaluations", skip_all)]
+pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let filter = parse_filter(req.query_string())?;
+    let limit = filter.limit;
+    let mut items = state
+        .evaluator
+        .list(&EvaluationFilter {
+            limit: limit + 1,
+            ..filter
+        })
+        .await?;
+    let next_cursor = if items.len() > limit as usize {
+        items.truncate(limit as usize);
+        items.last().map(|last| encode_cursor(last.created_at, last.id))
+    } else {
+        None
+    };
+    Ok(HttpResponse::Ok().json(Page { items, next_cursor }))
+}
+
+fn unknown_parameter(name: &str) -> ApiError {
+    ApiError::Validation(vec![FieldError::new(name, "is not a known query parameter")])
+}
+
+fn parse_filter(query: &str) -> Result<EvaluationFilter, ApiError> {
+    let mut filter = EvaluationFilter {
+        limit: DEFAULT_LIMIT,
+        ..EvaluationFilter::default()
+    };
+    let mut errors = Vec::new();
+    for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        let value = value.into_owned();
+        match key.as_ref() {
+            "session_id" => filter.session_id = Some(value),
+            "user_id" => filter.user_id = Some(value),
+            "event" => filter.event = Some(value),
+            "decision" => match Decision::parse(&value) {
+                Some(d) => filter.decision = Some(d),
+                None => errors.push(FieldError::new("decision", "must be allow, review or block")),
+            },
+            "since" => match DateTime::parse_from_rfc3339(&value) {
+                Ok(t) => filter.since = Some(t.with_timezone(&Utc)),
+                Err(_) => errors.push(FieldError::new(
+                    "since",
+                    "must be an RFC 3339 time, e.g. 2026-11-28T00:00:00Z",
+                )),
+            },
+            "limit" => match value.parse::<u32>() {
+                Ok(n) if (1..=MAX_LIMIT).contains(&n) => filter.limit = n,
+                _ => errors.push(FieldError::new("limit", format!("must be 1 to {MAX_LIMIT}"))),
+            },
+            "cursor" => match decode_cursor(&value) {
+                Some(after) => filter.after = Some(after),
+                None => errors.push(FieldError::new(
+                    "cursor",
+                    "is not a cursor this API returned",
+                )),
+            },
+            other => errors.push(FieldError::new(other, "is not a known query parameter")),
+        }
+    }
+    if errors.is_empty() {
+        Ok(filter)
+    } else {
+        Err(ApiError::Validation(errors))
+    }
+}
+
+/// Opaque to clients: the (created_at, id) of the last row of a page.
+fn encode_cursor(created_at: DateTime<Utc>, id: Uuid) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{}:{id}", created_at.timestamp_millis()))
+}
+
+fn decode_cursor(cursor: &str) -> Option<(DateTime<Utc>, Uuid)> {
+    let bytes = URL_SAFE_NO_PAD.decode(cursor).ok()?;
+    let text = std::str::from_utf8(&bytes).ok()?;
+    let (millis, id) = text.split_once(':')?;
+    Some((
+        DateTime::from_timestamp_millis(millis.parse().ok()?)?,
+        Uuid::parse_str(id).ok()?,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_garbage_is_refused() {
+        let at = DateTime::from_timestamp_millis(1_795_000_000_123).expect("time");
+        let id = Uuid::now_v7();
+        assert_eq!(decode_cursor(&encode_cursor(at, id)), Some((at, id)));
+        for bad in ["", "!!!", "bm90LWEtY3Vyc29y", &URL_SAFE_NO_PAD.encode("12:not-a-uuid")] {
+            assert_eq!(decode_cursor(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn filters_parse_and_name_bad_parameters() {
+        let filter = parse_filter("session_id=s%201&decision=review&limit=10&since=2026-11-28T00:00:00Z")
+            .expect("valid");
+        assert_eq!(filter.session_id.as_deref(), Some("s 1"));
+        assert_eq!(filter.decision, Some(Decision::Review));
+        assert_eq!(filter.limit, 10);
+        assert!(filter.since.is_some());
+        let Err(ApiError::Validation(errors)) = parse_filter("limit=0&decision=maybe&since=yesterday&colour=red") else {
+            panic!("expected validation errors");
+        };
+        let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["limit", "decision", "since", "colour"]);
+    }
+}

@@ -1,0 +1,53 @@
+//! The HTTP API: routes, authentication, and the mapping of errors to
+//! problem+json. Handlers are thin: parse, call, answer.
+
+mod auth;
+mod body;
+mod evaluations;
+mod health;
+pub mod problem;
+
+pub use auth::ApiKeys;
+
+use actix_web::middleware::from_fn;
+use actix_web::{web, HttpResponse};
+
+use crate::evaluation::Evaluator;
+use problem::ApiError;
+
+/// What handlers share.
+pub struct AppState {
+    pub evaluator: Evaluator,
+    pub max_body_bytes: usize,
+}
+
+/// Registers every route.
+pub fn routes(config: &mut web::ServiceConfig) {
+    config
+        .route("/healthz", web::get().to(health::healthz))
+        .route("/readyz", web::get().to(health::readyz))
+        .service(
+            web::scope("/v1")
+                .wrap(from_fn(auth::require_api_key))
+                .service(
+                    web::resource("/evaluations")
+                        .route(web::post().to(evaluations::create))
+                        .route(web::get().to(evaluations::list))
+                        .default_service(web::to(method_not_allowed)),
+                )
+                .service(
+                    web::resource("/evaluations/{id}")
+                        .route(web::get().to(evaluations::get))
+                        .default_service(web::to(method_not_allowed)),
+                ),
+        )
+        .default_service(web::to(route_not_found));
+}
+
+async fn route_not_found() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::RouteNotFound)
+}
+
+async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::MethodNotAllowed)
+}

@@ -1,0 +1,160 @@
+//! The one place errors become HTTP: RFC 9457 `application/problem+json`
+//! with a stable `type` from a small catalogue.
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+
+use crate::domain::FieldError;
+use crate::store::StoreError;
+
+/// Media type of every error body.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// Everything a handler can answer other than success.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("malformed JSON: {0}")]
+    MalformedJson(String),
+    #[error("missing or unknown API key")]
+    Unauthorized,
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("no such route")]
+    RouteNotFound,
+    #[error("method not allowed on this route")]
+    MethodNotAllowed,
+    #[error("request body exceeds {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("content type must be application/json")]
+    UnsupportedMediaType,
+    #[error("invalid request")]
+    Validation(Vec<FieldError>),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// One entry of the catalogue: the `type` URI's last part and the `title`.
+struct Kind {
+    code: &'static str,
+    title: &'static str,
+    status: StatusCode,
+}
+
+impl ApiError {
+    fn kind(&self) -> Kind {
+        let (code, title, status) = match self {
+            ApiError::MalformedJson(_) => ("malformed-json", "Malformed JSON", StatusCode::BAD_REQUEST),
+            ApiError::Unauthorized => ("unauthorized", "Unauthorized", StatusCode::UNAUTHORIZED),
+            ApiError::NotFound(_) | ApiError::RouteNotFound => {
+                ("not-found", "Not found", StatusCode::NOT_FOUND)
+            }
+            ApiError::MethodNotAllowed => (
+                "method-not-allowed",
+                "Method not allowed",
+                StatusCode::METHOD_NOT_ALLOWED,
+            ),
+            ApiError::PayloadTooLarge { .. } => {
+                ("payload-too-large", "Request body too large", StatusCode::PAYLOAD_TOO_LARGE)
+            }
+            ApiError::UnsupportedMediaType => (
+                "unsupported-media-type",
+                "Unsupported media type",
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ),
+            ApiError::Validation(_) => (
+                "validation-failed",
+                "Request fields are invalid",
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ),
+            ApiError::Store(StoreError::Unavailable(_)) => (
+                "database-unavailable",
+                "Database unavailable, retry shortly",
+                StatusCode::SERVICE_UNAVAILABLE,
+            ),
+            ApiError::Store(_) => ("internal", "Internal error", StatusCode::INTERNAL_SERVER_ERROR),
+        };
+        Kind { code, title, status }
+    }
+
+    /// What the client is told. 5xx say nothing internal: the cause goes to the log.
+    fn detail(&self) -> String {
+        match self {
+            ApiError::Store(_) => match self.kind().status {
+                StatusCode::SERVICE_UNAVAILABLE => {
+                    "the database did not answer in time; the request was not stored".to_owned()
+                }
+                _ => "an internal error occurred; it has been logged".to_owned(),
+            },
+            ApiError::Validation(errors) => errors
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("; "),
+            other => other.to_string(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Problem<'a> {
+    #[serde(rename = "type")]
+    kind: String,
+    title: &'a str,
+    status: u16,
+    detail: String,
+    /// The first offending field, for clients that show one message.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<&'a str>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    errors: Vec<FieldProblem<'a>>,
+}
+
+#[derive(Serialize)]
+struct FieldProblem<'a> {
+    field: &'a str,
+    detail: &'a str,
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.kind().status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let kind = self.kind();
+        if kind.status.is_server_error() {
+            tracing::error!(error = ?self, "request failed");
+        }
+        let errors: Vec<FieldProblem<'_>> = match self {
+            ApiError::Validation(errors) => errors
+                .iter()
+                .map(|e| FieldProblem {
+                    field: &e.field,
+                    detail: &e.message,
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        let problem = Problem {
+            kind: format!("urn:riskgate:problem:{}", kind.code),
+            title: kind.title,
+            status: kind.status.as_u16(),
+            detail: self.detail(),
+            field: errors.first().map(|e| e.field),
+            errors,
+        };
+        let mut response = HttpResponse::build(kind.status);
+        response.content_type(PROBLEM_JSON);
+        match self {
+            ApiError::Unauthorized => {
+                response.insert_header((header::WWW_AUTHENTICATE, "Bearer realm=\"riskgate\""));
+            }
+            ApiError::Store(StoreError::Unavailable(_)) => {
+                response.insert_header((header::RETRY_AFTER, "1"));
+            }
+            _ => {}
+        }
+        response.json(problem)
+    }
+}

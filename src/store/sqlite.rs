@@ -1,0 +1,174 @@
+//! SQLite: the embedded default, so trying riskgate needs no server.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Row, Sqlite};
+use uuid::Uuid;
+
+use super::{EncodedJson, EvaluationRow, Store, StoreError};
+use crate::evaluation::{Evaluation, EvaluationFilter};
+
+const COLUMNS: &str = "id, created_at, session_id, event, user_id, amount, currency, metadata, \
+    decision, score, reasons, policy_version, degraded, degraded_reason, session_replay_url, \
+    upstream_attempts, upstream_ms, total_ms, report_shape, report_snapshot";
+
+/// Evaluations in a SQLite file.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    pub async fn connect(
+        url: &str,
+        max_connections: u32,
+        acquire_timeout: Duration,
+    ) -> Result<Self, StoreError> {
+        // WAL lets readers proceed during a write; the busy timeout makes
+        // concurrent writers wait their turn instead of failing.
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(5))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(acquire_timeout)
+            .connect_with(options)
+            .await?;
+        Ok(Self { pool })
+    }
+}
+
+fn millis(at: DateTime<Utc>) -> i64 {
+    at.timestamp_millis()
+}
+
+fn read_row(row: &SqliteRow) -> Result<Evaluation, StoreError> {
+    let id: String = row.try_get("id")?;
+    let created_ms: i64 = row.try_get("created_at")?;
+    EvaluationRow {
+        id: Uuid::parse_str(&id).map_err(|e| StoreError::Corrupt(format!("id: {e}")))?,
+        created_at: DateTime::from_timestamp_millis(created_ms)
+            .ok_or_else(|| StoreError::Corrupt(format!("created_at: {created_ms}")))?,
+        session_id: row.try_get("session_id")?,
+        event: row.try_get("event")?,
+        user_id: row.try_get("user_id")?,
+        amount: row.try_get("amount")?,
+        currency: row.try_get("currency")?,
+        metadata: row.try_get("metadata")?,
+        decision: row.try_get("decision")?,
+        score: row.try_get("score")?,
+        reasons: row.try_get("reasons")?,
+        policy_version: row.try_get("policy_version")?,
+        degraded: row.try_get("degraded")?,
+        degraded_reason: row.try_get("degraded_reason")?,
+        session_replay_url: row.try_get("session_replay_url")?,
+        upstream_attempts: row.try_get("upstream_attempts")?,
+        upstream_ms: row.try_get("upstream_ms")?,
+        total_ms: row.try_get("total_ms")?,
+        report_shape: row.try_get("report_shape")?,
+        report_snapshot: row.try_get("report_snapshot")?,
+    }
+    .into_evaluation()
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn migrate(&self) -> Result<(), StoreError> {
+        sqlx::migrate!("./migrations/sqlite").run(&self.pool).await?;
+        Ok(())
+    }
+
+    #[tracing::instrument(name = "store.insert_evaluation", skip_all, fields(id = %evaluation.id))]
+    async fn insert_evaluation(&self, evaluation: &Evaluation) -> Result<(), StoreError> {
+        let json = EncodedJson::of(evaluation)?;
+        let t = &evaluation.timings;
+        sqlx::query(
+            "INSERT INTO evaluations (id, created_at, session_id, event, user_id, amount, currency, \
+             metadata, decision, score, reasons, policy_version, degraded, degraded_reason, \
+             session_replay_url, upstream_attempts, upstream_ms, total_ms, report_shape, report_snapshot) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(evaluation.id.to_string())
+        .bind(millis(evaluation.created_at))
+        .bind(&evaluation.session_id)
+        .bind(&evaluation.event)
+        .bind(&evaluation.user_id)
+        .bind(&evaluation.amount)
+        .bind(&evaluation.currency)
+        .bind(&json.metadata)
+        .bind(evaluation.decision.as_str())
+        .bind(evaluation.score)
+        .bind(&json.reasons)
+        .bind(&evaluation.policy_version)
+        .bind(evaluation.degraded)
+        .bind(&evaluation.degraded_reason)
+        .bind(&evaluation.session_replay_url)
+        .bind(i64::from(t.upstream_attempts))
+        .bind(i64::from(t.upstream_ms))
+        .bind(i64::from(t.total_ms))
+        .bind(&evaluation.report_shape)
+        .bind(&evaluation.report_snapshot)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn get_evaluation(&self, id: Uuid) -> Result<Option<Evaluation>, StoreError> {
+        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM evaluations WHERE id = ?"))
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(read_row).transpose()
+    }
+
+    async fn list_evaluations(
+        &self,
+        filter: &EvaluationFilter,
+    ) -> Result<Vec<Evaluation>, StoreError> {
+        let mut query: QueryBuilder<Sqlite> =
+            QueryBuilder::new(format!("SELECT {COLUMNS} FROM evaluations WHERE 1"));
+        if let Some(session_id) = &filter.session_id {
+            query.push(" AND session_id = ").push_bind(session_id);
+        }
+        if let Some(user_id) = &filter.user_id {
+            query.push(" AND user_id = ").push_bind(user_id);
+        }
+        if let Some(decision) = filter.decision {
+            query.push(" AND decision = ").push_bind(decision.as_str());
+        }
+        if let Some(event) = &filter.event {
+            query.push(" AND event = ").push_bind(event);
+        }
+        if let Some(since) = filter.since {
+            query.push(" AND created_at >= ").push_bind(millis(since));
+        }
+        if let Some((created_at, id)) = filter.after {
+            query
+                .push(" AND (created_at, id) < (")
+                .push_bind(millis(created_at))
+                .push(", ")
+                .push_bind(id.to_string())
+                .push(")");
+        }
+        query
+            .push(" ORDER BY created_at DESC, id DESC LIMIT ")
+            .push_bind(i64::from(filter.limit));
+        let rows = query.build().fetch_all(&self.pool).await?;
+        rows.iter().map(read_row).collect()
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+}
