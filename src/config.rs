@@ -98,8 +98,12 @@ impl Settings {
     }
 
     /// Loads with an explicit environment (tests use this).
-    pub fn load_from(file: Option<&Path>, env: HashMap<String, String>) -> Result<Self, ConfigError> {
-        let mut builder = Config::builder().add_source(File::from_str(DEFAULTS_TOML, FileFormat::Toml));
+    pub fn load_from(
+        file: Option<&Path>,
+        env: HashMap<String, String>,
+    ) -> Result<Self, ConfigError> {
+        let mut builder =
+            Config::builder().add_source(File::from_str(DEFAULTS_TOML, FileFormat::Toml));
         if let Some(path) = file {
             builder = builder.add_source(File::from(path).format(FileFormat::Toml).required(true));
         }
@@ -123,7 +127,10 @@ impl Settings {
     pub fn validated(mut self) -> Result<Self, ConfigError> {
         self.listen_addr()?;
         let url = self.database_url.expose_secret();
-        if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        if !(url.starts_with("sqlite:")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://"))
+        {
             return Err(invalid(
                 "RISKGATE_DATABASE_URL",
                 "must start with sqlite: or postgres://",
@@ -138,7 +145,8 @@ impl Settings {
                 ))
             }
         }
-        self.api_keys.retain(|key| !key.expose_secret().trim().is_empty());
+        self.api_keys
+            .retain(|key| !key.expose_secret().trim().is_empty());
         if self.api_keys.is_empty() && !self.demo {
             return Err(invalid(
                 "RISKGATE_API_KEYS",
@@ -186,10 +194,12 @@ impl Settings {
             });
         };
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            invalid("RISKGATE_POLICY", format!("cannot read {shown}: {e}"))
-        })?;
-        Policy::from_toml(&text).map_err(|source| ConfigError::Policy { path: shown, source })
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| invalid("RISKGATE_POLICY", format!("cannot read {shown}: {e}")))?;
+        Policy::from_toml(&text).map_err(|source| ConfigError::Policy {
+            path: shown,
+            source,
+        })
     }
 
     /// Every key `/v1/*` accepts, the demo key included in demo mode.
@@ -208,7 +218,10 @@ mod tests {
     use std::io::Write;
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
     }
 
     fn setting_of(result: Result<Settings, ConfigError>) -> String {
@@ -221,9 +234,13 @@ mod tests {
 
     #[test]
     fn defaults_need_only_an_api_key() {
-        let settings = Settings::load_from(None, env(&[("RISKGATE_API_KEYS", "k1,k2")])).expect("valid");
+        let settings =
+            Settings::load_from(None, env(&[("RISKGATE_API_KEYS", "k1,k2")])).expect("valid");
         assert_eq!(settings.listen, "127.0.0.1:8080");
-        assert_eq!(settings.database_url.expose_secret(), "sqlite://riskgate.db");
+        assert_eq!(
+            settings.database_url.expose_secret(),
+            "sqlite://riskgate.db"
+        );
         assert_eq!(settings.api_keys.len(), 2);
         assert_eq!(settings.roundtable.api_url, "https://api.roundtable.ai");
         assert_eq!(settings.roundtable.deadline_ms, 2000);
@@ -240,7 +257,10 @@ mod tests {
         let from_file = Settings::load_from(Some(file.path()), env(&[])).expect("valid");
         assert_eq!(from_file.listen, "0.0.0.0:9000");
         assert_eq!(from_file.roundtable.deadline_ms, 1500);
-        assert_eq!(from_file.roundtable.api_version, crate::roundtable::ApiVersion::V0);
+        assert_eq!(
+            from_file.roundtable.api_version,
+            crate::roundtable::ApiVersion::V0
+        );
 
         let from_env = Settings::load_from(
             Some(file.path()),
@@ -257,7 +277,10 @@ mod tests {
         .expect("valid");
         assert_eq!(from_env.listen, "127.0.0.1:7000");
         assert_eq!(from_env.roundtable.api_url, "http://env.example");
-        assert_eq!(from_env.roundtable.api_version, crate::roundtable::ApiVersion::V1);
+        assert_eq!(
+            from_env.roundtable.api_version,
+            crate::roundtable::ApiVersion::V1
+        );
         assert_eq!(from_env.roundtable.deadline_ms, 900);
         assert_eq!(from_env.log_format, LogFormat::Json);
         assert_eq!(from_env.api_keys.len(), 1);
@@ -287,15 +310,32 @@ mod tests {
             (vec![], "RISKGATE_API_KEYS"),
             (vec![("RISKGATE_API_KEYS", " , ")], "RISKGATE_API_KEYS"),
             (vec![key, ("RISKGATE_LISTEN", "nowhere")], "RISKGATE_LISTEN"),
-            (vec![key, ("RISKGATE_DATABASE_URL", "mysql://x")], "RISKGATE_DATABASE_URL"),
-            (vec![key, ("ROUNDTABLE_API_URL", "not a url")], "ROUNDTABLE_API_URL"),
-            (vec![key, ("ROUNDTABLE_API_URL", "ftp://x")], "ROUNDTABLE_API_URL"),
-            (vec![key, ("RISKGATE_POLICY", "/does/not/exist.toml")], "RISKGATE_POLICY"),
+            (
+                vec![key, ("RISKGATE_DATABASE_URL", "mysql://x")],
+                "RISKGATE_DATABASE_URL",
+            ),
+            (
+                vec![key, ("ROUNDTABLE_API_URL", "not a url")],
+                "ROUNDTABLE_API_URL",
+            ),
+            (
+                vec![key, ("ROUNDTABLE_API_URL", "ftp://x")],
+                "ROUNDTABLE_API_URL",
+            ),
+            (
+                vec![key, ("RISKGATE_POLICY", "/does/not/exist.toml")],
+                "RISKGATE_POLICY",
+            ),
         ];
         for (pairs, setting) in cases {
-            assert_eq!(setting_of(Settings::load_from(None, env(&pairs))), setting, "{pairs:?}");
+            assert_eq!(
+                setting_of(Settings::load_from(None, env(&pairs))),
+                setting,
+                "{pairs:?}"
+            );
         }
-        let demo = Settings::load_from(None, env(&[("RISKGATE_DEMO", "true")])).expect("demo needs no key");
+        let demo = Settings::load_from(None, env(&[("RISKGATE_DEMO", "true")]))
+            .expect("demo needs no key");
         assert_eq!(demo.accepted_api_keys().len(), 1);
         let version = Settings::load_from(None, env(&[key, ("ROUNDTABLE_API_VERSION", "v2")]));
         assert!(setting_of(version).contains("api_version"));
@@ -306,8 +346,11 @@ mod tests {
         let mut file = tempfile::NamedTempFile::new().expect("temp file");
         writeln!(file, "version = \"x\"\ndefault_check_weight = -1\n[events.default]\nreview = 1\nblock = 2\non_upstream_error = \"allow\"\non_session_not_found = \"allow\"").expect("write");
         let path = file.path().display().to_string();
-        let err = Settings::load_from(None, env(&[("RISKGATE_API_KEYS", "k"), ("RISKGATE_POLICY", &path)]))
-            .expect_err("invalid policy");
+        let err = Settings::load_from(
+            None,
+            env(&[("RISKGATE_API_KEYS", "k"), ("RISKGATE_POLICY", &path)]),
+        )
+        .expect_err("invalid policy");
         let message = err.to_string();
         assert!(message.contains("default_check_weight"), "{message}");
         assert!(message.contains(&path), "{message}");

@@ -75,10 +75,13 @@ impl Application {
             addr: addr.to_string(),
             source,
         })?;
-        let port = listener.local_addr().map_err(|source| StartupError::Bind {
-            addr: addr.to_string(),
-            source,
-        })?.port();
+        let port = listener
+            .local_addr()
+            .map_err(|source| StartupError::Bind {
+                addr: addr.to_string(),
+                source,
+            })?
+            .port();
 
         let state = web::Data::new(AppState {
             evaluator: Evaluator::new(

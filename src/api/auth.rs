@@ -27,9 +27,9 @@ impl ApiKeys {
     pub fn accepts(&self, presented: &str) -> bool {
         let presented = digest(presented);
         // Check every key, so timing does not tell which one matched.
-        self.digests
-            .iter()
-            .fold(false, |found, d| constant_time_eq::constant_time_eq(d, &presented) | found)
+        self.digests.iter().fold(false, |found, d| {
+            constant_time_eq::constant_time_eq(d, &presented) | found
+        })
     }
 }
 

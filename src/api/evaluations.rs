@@ -30,7 +30,10 @@ pub async fn create(
     let request = EvaluationRequest::parse(&body).map_err(ApiError::Validation)?;
     let evaluation = state.evaluator.evaluate(request).await?;
     Ok(HttpResponse::Ok()
-        .insert_header((header::LOCATION, format!("/v1/evaluations/{}", evaluation.id)))
+        .insert_header((
+            header::LOCATION,
+            format!("/v1/evaluations/{}", evaluation.id),
+        ))
         .json(&evaluation))
 }
 
@@ -103,7 +106,9 @@ pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
         .await?;
     let next_cursor = if items.len() > limit as usize {
         items.truncate(limit as usize);
-        items.last().map(|last| encode_cursor(last.created_at, last.id))
+        items
+            .last()
+            .map(|last| encode_cursor(last.created_at, last.id))
     } else {
         None
     };
@@ -111,7 +116,10 @@ pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
 }
 
 fn unknown_parameter(name: &str) -> ApiError {
-    ApiError::Validation(vec![FieldError::new(name, "is not a known query parameter")])
+    ApiError::Validation(vec![FieldError::new(
+        name,
+        "is not a known query parameter",
+    )])
 }
 
 fn parse_filter(query: &str) -> Result<EvaluationFilter, ApiError> {
@@ -122,13 +130,23 @@ fn parse_filter(query: &str) -> Result<EvaluationFilter, ApiError> {
     let mut errors = Vec::new();
     for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
         let value = value.into_owned();
+        if value.chars().any(char::is_control) {
+            errors.push(FieldError::new(
+                key.as_ref(),
+                "must not contain control characters",
+            ));
+            continue;
+        }
         match key.as_ref() {
             "session_id" => filter.session_id = Some(value),
             "user_id" => filter.user_id = Some(value),
             "event" => filter.event = Some(value),
             "decision" => match Decision::parse(&value) {
                 Some(d) => filter.decision = Some(d),
-                None => errors.push(FieldError::new("decision", "must be allow, review or block")),
+                None => errors.push(FieldError::new(
+                    "decision",
+                    "must be allow, review or block",
+                )),
             },
             "since" => match DateTime::parse_from_rfc3339(&value) {
                 Ok(t) => filter.since = Some(t.with_timezone(&Utc)),
@@ -139,7 +157,10 @@ fn parse_filter(query: &str) -> Result<EvaluationFilter, ApiError> {
             },
             "limit" => match value.parse::<u32>() {
                 Ok(n) if (1..=MAX_LIMIT).contains(&n) => filter.limit = n,
-                _ => errors.push(FieldError::new("limit", format!("must be 1 to {MAX_LIMIT}"))),
+                _ => errors.push(FieldError::new(
+                    "limit",
+                    format!("must be 1 to {MAX_LIMIT}"),
+                )),
             },
             "cursor" => match decode_cursor(&value) {
                 Some(after) => filter.after = Some(after),
@@ -182,23 +203,31 @@ mod tests {
         let at = DateTime::from_timestamp_millis(1_795_000_000_123).expect("time");
         let id = Uuid::now_v7();
         assert_eq!(decode_cursor(&encode_cursor(at, id)), Some((at, id)));
-        for bad in ["", "!!!", "bm90LWEtY3Vyc29y", &URL_SAFE_NO_PAD.encode("12:not-a-uuid")] {
+        for bad in [
+            "",
+            "!!!",
+            "bm90LWEtY3Vyc29y",
+            &URL_SAFE_NO_PAD.encode("12:not-a-uuid"),
+        ] {
             assert_eq!(decode_cursor(bad), None, "{bad}");
         }
     }
 
     #[test]
     fn filters_parse_and_name_bad_parameters() {
-        let filter = parse_filter("session_id=s%201&decision=review&limit=10&since=2026-11-28T00:00:00Z")
-            .expect("valid");
+        let filter =
+            parse_filter("session_id=s%201&decision=review&limit=10&since=2026-11-28T00:00:00Z")
+                .expect("valid");
         assert_eq!(filter.session_id.as_deref(), Some("s 1"));
         assert_eq!(filter.decision, Some(Decision::Review));
         assert_eq!(filter.limit, 10);
         assert!(filter.since.is_some());
-        let Err(ApiError::Validation(errors)) = parse_filter("limit=0&decision=maybe&since=yesterday&colour=red") else {
+        let Err(ApiError::Validation(errors)) =
+            parse_filter("limit=0&decision=maybe&since=yesterday&colour=red&user_id=a%00b")
+        else {
             panic!("expected validation errors");
         };
         let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
-        assert_eq!(fields, ["limit", "decision", "since", "colour"]);
+        assert_eq!(fields, ["limit", "decision", "since", "colour", "user_id"]);
     }
 }

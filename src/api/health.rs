@@ -23,6 +23,8 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
             StoreError::Unavailable(e) | StoreError::Database(e) => e,
             other => sqlx::Error::Protocol(other.to_string()),
         }))),
-        Err(_) => Err(ApiError::Store(StoreError::Unavailable(sqlx::Error::PoolTimedOut))),
+        Err(_) => Err(ApiError::Store(StoreError::Unavailable(
+            sqlx::Error::PoolTimedOut,
+        ))),
     }
 }

@@ -44,7 +44,9 @@ struct Kind {
 impl ApiError {
     fn kind(&self) -> Kind {
         let (code, title, status) = match self {
-            ApiError::MalformedJson(_) => ("malformed-json", "Malformed JSON", StatusCode::BAD_REQUEST),
+            ApiError::MalformedJson(_) => {
+                ("malformed-json", "Malformed JSON", StatusCode::BAD_REQUEST)
+            }
             ApiError::Unauthorized => ("unauthorized", "Unauthorized", StatusCode::UNAUTHORIZED),
             ApiError::NotFound(_) | ApiError::RouteNotFound => {
                 ("not-found", "Not found", StatusCode::NOT_FOUND)
@@ -54,9 +56,11 @@ impl ApiError {
                 "Method not allowed",
                 StatusCode::METHOD_NOT_ALLOWED,
             ),
-            ApiError::PayloadTooLarge { .. } => {
-                ("payload-too-large", "Request body too large", StatusCode::PAYLOAD_TOO_LARGE)
-            }
+            ApiError::PayloadTooLarge { .. } => (
+                "payload-too-large",
+                "Request body too large",
+                StatusCode::PAYLOAD_TOO_LARGE,
+            ),
             ApiError::UnsupportedMediaType => (
                 "unsupported-media-type",
                 "Unsupported media type",
@@ -72,9 +76,17 @@ impl ApiError {
                 "Database unavailable, retry shortly",
                 StatusCode::SERVICE_UNAVAILABLE,
             ),
-            ApiError::Store(_) => ("internal", "Internal error", StatusCode::INTERNAL_SERVER_ERROR),
+            ApiError::Store(_) => (
+                "internal",
+                "Internal error",
+                StatusCode::INTERNAL_SERVER_ERROR,
+            ),
         };
-        Kind { code, title, status }
+        Kind {
+            code,
+            title,
+            status,
+        }
     }
 
     /// What the client is told. 5xx say nothing internal: the cause goes to the log.

@@ -117,7 +117,8 @@ impl Event {
 
     pub fn parse(text: &str) -> Result<Self, FieldError> {
         let field = "event";
-        let valid_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || "_.-".contains(c);
+        let valid_char =
+            |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || "_.-".contains(c);
         if text.is_empty() || text.len() > Self::MAX_LEN || !text.chars().all(valid_char) {
             return Err(FieldError::new(
                 field,

@@ -132,19 +132,44 @@ impl EvaluationRequest {
             .map(|key| FieldError::new(key.as_str(), "is not a known field"))
             .collect();
         let e = &mut errors;
-        let session_id = keep(e, required_str(object, "session_id").and_then(SessionId::parse));
+        let session_id = keep(
+            e,
+            required_str(object, "session_id").and_then(SessionId::parse),
+        );
         let event = keep(e, required_str(object, "event").and_then(Event::parse));
-        let user_id = keep(e, optional_str(object, "user_id").and_then(|v| v.map(UserId::parse).transpose())).flatten();
+        let user_id = keep(
+            e,
+            optional_str(object, "user_id").and_then(|v| v.map(UserId::parse).transpose()),
+        )
+        .flatten();
         let amount = keep(e, present(object, "amount").map(Amount::parse).transpose()).flatten();
-        let currency = keep(e, optional_str(object, "currency").and_then(|v| v.map(Currency::parse).transpose())).flatten();
-        let metadata = keep(e, match present(object, "metadata") {
-            None => Ok(None),
-            Some(Value::Object(map)) => Ok(Some(map.clone())),
-            Some(_) => Err(FieldError::new("metadata", "must be a JSON object")),
-        })
+        let currency = keep(
+            e,
+            optional_str(object, "currency").and_then(|v| v.map(Currency::parse).transpose()),
+        )
+        .flatten();
+        let metadata = keep(
+            e,
+            match present(object, "metadata") {
+                None => Ok(None),
+                Some(Value::Object(map))
+                    if map.iter().any(|(k, v)| k.contains('\0') || contains_nul(v)) =>
+                {
+                    Err(FieldError::new(
+                        "metadata",
+                        "must not contain NUL characters",
+                    ))
+                }
+                Some(Value::Object(map)) => Ok(Some(map.clone())),
+                Some(_) => Err(FieldError::new("metadata", "must be a JSON object")),
+            },
+        )
         .flatten();
         if amount.is_some() && currency.is_none() && present(object, "currency").is_none() {
-            errors.push(FieldError::new("currency", "is required when amount is given"));
+            errors.push(FieldError::new(
+                "currency",
+                "is required when amount is given",
+            ));
         }
 
         match (session_id, event) {
@@ -166,6 +191,16 @@ fn keep<T>(errors: &mut Vec<FieldError>, result: Result<T, FieldError>) -> Optio
     result.map_err(|e| errors.push(e)).ok()
 }
 
+/// Databases refuse NUL in text, so it is refused here, at the edge.
+fn contains_nul(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(contains_nul),
+        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || contains_nul(v)),
+        _ => false,
+    }
+}
+
 /// A field that is present and not null.
 fn present<'a>(object: &'a Map<String, Value>, field: &str) -> Option<&'a Value> {
     object.get(field).filter(|v| !v.is_null())
@@ -175,7 +210,10 @@ fn required_str<'a>(object: &'a Map<String, Value>, field: &str) -> Result<&'a s
     optional_str(object, field)?.ok_or_else(|| FieldError::new(field, "is required"))
 }
 
-fn optional_str<'a>(object: &'a Map<String, Value>, field: &str) -> Result<Option<&'a str>, FieldError> {
+fn optional_str<'a>(
+    object: &'a Map<String, Value>,
+    field: &str,
+) -> Result<Option<&'a str>, FieldError> {
     match present(object, field) {
         None => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
@@ -205,12 +243,16 @@ mod tests {
         assert_eq!(request.event.as_str(), "checkout");
         assert_eq!(request.amount.as_ref().map(Amount::as_str), Some("12.50"));
         assert_eq!(request.currency.as_ref().map(Currency::as_str), Some("EUR"));
-        assert_eq!(request.metadata, Some(json!({"order": 7}).as_object().cloned().unwrap_or_default()));
+        assert_eq!(
+            request.metadata,
+            Some(json!({"order": 7}).as_object().cloned().unwrap_or_default())
+        );
     }
 
     #[test]
     fn optional_fields_may_be_null_or_absent() {
-        let body = json!({"session_id": "abc", "event": "login", "user_id": null, "metadata": null});
+        let body =
+            json!({"session_id": "abc", "event": "login", "user_id": null, "metadata": null});
         let request = EvaluationRequest::parse(&body).expect("valid");
         assert_eq!(request.user_id, None);
         assert_eq!(request.metadata, None);
@@ -219,23 +261,61 @@ mod tests {
     #[test]
     fn names_each_bad_field() {
         assert_eq!(fields(json!({})), ["session_id", "event"]);
-        assert_eq!(fields(json!({"session_id": 5, "event": "checkout"})), ["session_id"]);
-        assert_eq!(fields(json!({"session_id": "a", "event": "Check Out"})), ["event"]);
-        assert_eq!(fields(json!({"session_id": "a", "event": "x", "amount": 10})), ["currency"]);
-        assert_eq!(fields(json!({"session_id": "a", "event": "x", "amount": -1, "currency": "EUR"})), ["amount"]);
-        assert_eq!(fields(json!({"session_id": "a", "event": "x", "amount": "1e5", "currency": "EUR"})), ["amount"]);
-        assert_eq!(fields(json!({"session_id": "a", "event": "x", "amount": "1.", "currency": "eur"})), ["amount", "currency"]);
-        assert_eq!(fields(json!({"session_id": "a", "event": "x", "metadata": [1]})), ["metadata"]);
-        assert_eq!(fields(json!({"session_id": "a", "event": "x", "sessionId": "b"})), ["sessionId"]);
+        assert_eq!(
+            fields(json!({"session_id": 5, "event": "checkout"})),
+            ["session_id"]
+        );
+        assert_eq!(
+            fields(json!({"session_id": "a", "event": "Check Out"})),
+            ["event"]
+        );
+        assert_eq!(
+            fields(json!({"session_id": "a", "event": "x", "amount": 10})),
+            ["currency"]
+        );
+        assert_eq!(
+            fields(json!({"session_id": "a", "event": "x", "amount": -1, "currency": "EUR"})),
+            ["amount"]
+        );
+        assert_eq!(
+            fields(json!({"session_id": "a", "event": "x", "amount": "1e5", "currency": "EUR"})),
+            ["amount"]
+        );
+        assert_eq!(
+            fields(json!({"session_id": "a", "event": "x", "amount": "1.", "currency": "eur"})),
+            ["amount", "currency"]
+        );
+        assert_eq!(
+            fields(json!({"session_id": "a", "event": "x", "metadata": [1]})),
+            ["metadata"]
+        );
+        assert_eq!(
+            fields(json!({"session_id": "a", "event": "x", "metadata": {"a": [{"b": "\u{0}"}]}})),
+            ["metadata"]
+        );
+        assert_eq!(
+            fields(json!({"session_id": "a", "event": "x", "sessionId": "b"})),
+            ["sessionId"]
+        );
         assert_eq!(fields(json!([1])), [""]);
     }
 
     #[test]
     fn amounts_keep_their_exact_text() {
-        for (input, kept) in [(json!(10), "10"), (json!(0.5), "0.5"), (json!(" 99.999999 "), "99.999999")] {
+        for (input, kept) in [
+            (json!(10), "10"),
+            (json!(0.5), "0.5"),
+            (json!(" 99.999999 "), "99.999999"),
+        ] {
             assert_eq!(Amount::parse(&input).map(|a| a.0), Ok(kept.to_owned()));
         }
-        for bad in [json!(""), json!("1.2.3"), json!("1234567890123456"), json!(true), json!("0.1234567")] {
+        for bad in [
+            json!(""),
+            json!("1.2.3"),
+            json!("1234567890123456"),
+            json!(true),
+            json!("0.1234567"),
+        ] {
             assert!(Amount::parse(&bad).is_err(), "{bad}");
         }
     }

@@ -147,7 +147,10 @@ pub fn evaluate(policy: &Policy, report: &Report, event: &Event) -> Verdict {
         let weighted = f64::from(risk) * vendor.weight;
         let (added, how) = match vendor.mode {
             VendorScoreMode::Add => (weighted, "added"),
-            _ => ((weighted - rule_score).max(0.0), "taken as the score if higher"),
+            _ => (
+                (weighted - rule_score).max(0.0),
+                "taken as the score if higher",
+            ),
         };
         score += added;
         reasons.push(Reason::new(
@@ -287,7 +290,8 @@ impl<'p> SensitiveOccurrences<'p> {
                 if seconds >= action.window_secs {
                     continue;
                 }
-                let multiplier = 1.0 + (action.multiplier - 1.0) * (1.0 - seconds / action.window_secs);
+                let multiplier =
+                    1.0 + (action.multiplier - 1.0) * (1.0 - seconds / action.window_secs);
                 if best.as_ref().is_none_or(|b| multiplier > b.multiplier) {
                     best = Some(Nearest {
                         action,

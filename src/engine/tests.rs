@@ -94,7 +94,11 @@ fn proximity_multiplier_falls_linearly_to_one_at_the_window_edge() {
         let verdict = evaluate(&policy(), &r, &event("login"));
         let reason = &verdict.reasons[0];
         assert_eq!(reason.multiplier, Some(multiplier), "check at {check_at}");
-        assert_eq!(reason.points, round(10.0 * multiplier), "check at {check_at}");
+        assert_eq!(
+            reason.points,
+            round(10.0 * multiplier),
+            "check at {check_at}"
+        );
         assert_eq!(reason.relative.as_deref(), relative, "check at {check_at}");
         assert_eq!(reason.near_action.is_some(), relative.is_some());
     }
@@ -104,11 +108,17 @@ fn proximity_multiplier_falls_linearly_to_one_at_the_window_edge() {
 fn the_strongest_nearby_action_wins() {
     // 50 s from the card change (×2.0) and 10 s from the password change (×1.98).
     let r = report(
-        &[("Updated credit card", 100_000), ("Changed password", 160_000)],
+        &[
+            ("Updated credit card", 100_000),
+            ("Changed password", 160_000),
+        ],
         &[("Unnatural mouse movement", Some(150_000))],
     );
     let verdict = evaluate(&policy(), &r, &event("login"));
-    assert_eq!(verdict.reasons[0].near_action.as_deref(), Some("card change"));
+    assert_eq!(
+        verdict.reasons[0].near_action.as_deref(),
+        Some("card change")
+    );
     assert_eq!(verdict.reasons[0].seconds_apart, Some(50.0));
     assert_eq!(verdict.reasons[0].multiplier, Some(2.0));
 }
@@ -132,7 +142,10 @@ fn the_nearest_of_repeated_actions_is_used() {
 fn checks_without_timestamps_and_unknown_checks_weigh_their_base() {
     let r = report(
         &[("Updated credit card", 1_000)],
-        &[("programmatic_typing", None), ("Never seen before", Some(1_000))],
+        &[
+            ("programmatic_typing", None),
+            ("Never seen before", Some(1_000)),
+        ],
     );
     let verdict = evaluate(&policy(), &r, &event("login"));
     assert_eq!(verdict.reasons[0].points, 20.0);
@@ -157,7 +170,10 @@ fn thresholds_are_per_event_and_inclusive() {
         ("signup", 60.0, Decision::Block),
     ];
     for (name, weight, expected) in cases {
-        let text = format!("{POLICY}\n").replace("default_check_weight = 4", &format!("default_check_weight = {weight}"));
+        let text = format!("{POLICY}\n").replace(
+            "default_check_weight = 4",
+            &format!("default_check_weight = {weight}"),
+        );
         let policy = Policy::from_toml(&text).expect("valid");
         let r = report(&[], &[("some check", None)]);
         let verdict = evaluate(&policy, &r, &event(name));
@@ -187,12 +203,18 @@ fn score_is_capped() {
 fn huge_logs_are_handled() {
     let actions: Vec<(String, i64)> = (0..10_000)
         .map(|i| {
-            let text = if i % 1000 == 0 { "Updated credit card" } else { "Navigated to /page" };
+            let text = if i % 1000 == 0 {
+                "Updated credit card"
+            } else {
+                "Navigated to /page"
+            };
             (text.to_owned(), i * 1_000)
         })
         .collect();
     let actions: Vec<(&str, i64)> = actions.iter().map(|(t, at)| (t.as_str(), *at)).collect();
-    let checks: Vec<(&str, Option<i64>)> = (0..300).map(|i| ("Unnatural mouse movement", Some(i * 33_000 + 7))).collect();
+    let checks: Vec<(&str, Option<i64>)> = (0..300)
+        .map(|i| ("Unnatural mouse movement", Some(i * 33_000 + 7)))
+        .collect();
     let verdict = evaluate(&policy(), &report(&actions, &checks), &event("login"));
     assert_eq!(verdict.reasons.len(), 300);
     assert!(verdict.reasons.iter().any(|r| r.near_action.is_some()));
@@ -214,13 +236,23 @@ fn unknown_v1_flags_score_nothing_and_hard_rules_decide() {
         .iter()
         .find(|r| r.code == ReasonCode::UnknownCheck)
         .expect("all_pasted is unknown");
-    assert_eq!((unknown.check.as_deref(), unknown.points), (Some("all_pasted"), 0.0));
+    assert_eq!(
+        (unknown.check.as_deref(), unknown.points),
+        (Some("all_pasted"), 0.0)
+    );
 
     // No hard rule at login: the score decides. Rules: 20 + 40 + 3 × 4 = 72; vendor 75 is higher.
     let at_login = evaluate(&policy(), &v1, &event("login"));
-    assert!(at_login.reasons.iter().all(|r| r.code != ReasonCode::HardRule));
+    assert!(at_login
+        .reasons
+        .iter()
+        .all(|r| r.code != ReasonCode::HardRule));
     assert_eq!(at_login.score, 75.0);
-    let vendor = at_login.reasons.iter().find(|r| r.code == ReasonCode::VendorRiskScore).expect("vendor reason");
+    let vendor = at_login
+        .reasons
+        .iter()
+        .find(|r| r.code == ReasonCode::VendorRiskScore)
+        .expect("vendor reason");
     assert_eq!(vendor.points, 3.0);
     assert_eq!(at_login.decision, Decision::Block);
 }
@@ -229,10 +261,22 @@ fn unknown_v1_flags_score_nothing_and_hard_rules_decide() {
 fn vendor_score_modes() {
     let mut v1 = report(&[], &[("programmatic_typing", None)]);
     v1.risk_score = Some(10);
-    for (mode, weight, expected) in [("ignore", 1.0, 20.0), ("add", 0.5, 25.0), ("max", 1.0, 20.0), ("max", 3.0, 30.0)] {
-        let text = POLICY.replace("mode = \"max\"", &format!("mode = \"{mode}\"\nweight = {weight}"));
+    for (mode, weight, expected) in [
+        ("ignore", 1.0, 20.0),
+        ("add", 0.5, 25.0),
+        ("max", 1.0, 20.0),
+        ("max", 3.0, 30.0),
+    ] {
+        let text = POLICY.replace(
+            "mode = \"max\"",
+            &format!("mode = \"{mode}\"\nweight = {weight}"),
+        );
         let policy = Policy::from_toml(&text).expect("valid");
-        assert_eq!(evaluate(&policy, &v1, &event("login")).score, expected, "{mode} ×{weight}");
+        assert_eq!(
+            evaluate(&policy, &v1, &event("login")).score,
+            expected,
+            "{mode} ×{weight}"
+        );
     }
 }
 
@@ -257,8 +301,18 @@ fn the_seed_is_not_allowed_as_an_account_change_under_the_default_policy() {
 
 #[test]
 fn a_clean_checkout_is_allowed_under_the_default_policy() {
-    let clean = report(&[("Navigated to /checkout", 1_000), ("Clicked \"Pay now\"", 9_000)], &[]);
-    let verdict = evaluate(&Policy::bundled().expect("bundled"), &clean, &event("checkout"));
+    let clean = report(
+        &[
+            ("Navigated to /checkout", 1_000),
+            ("Clicked \"Pay now\"", 9_000),
+        ],
+        &[],
+    );
+    let verdict = evaluate(
+        &Policy::bundled().expect("bundled"),
+        &clean,
+        &event("checkout"),
+    );
     assert_eq!(verdict.decision, Decision::Allow);
 }
 
@@ -277,7 +331,11 @@ fn without_a_report_the_fail_mode_decides() {
     let policy = policy();
     let cases = [
         ("checkout", UpstreamFailure::Unavailable, Decision::Block),
-        ("checkout", UpstreamFailure::SessionNotFound, Decision::Review),
+        (
+            "checkout",
+            UpstreamFailure::SessionNotFound,
+            Decision::Review,
+        ),
         ("login", UpstreamFailure::Unavailable, Decision::Allow),
         ("login", UpstreamFailure::SessionNotFound, Decision::Review),
     ];

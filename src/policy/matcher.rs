@@ -59,18 +59,47 @@ mod tests {
     #[test]
     fn each_kind_matches_as_documented() {
         let cases = [
-            (MatchKind::Exact, "Updated credit card", " updated CREDIT card ", true),
-            (MatchKind::Exact, "Updated credit card", "Updated credit card twice", false),
+            (
+                MatchKind::Exact,
+                "Updated credit card",
+                " updated CREDIT card ",
+                true,
+            ),
+            (
+                MatchKind::Exact,
+                "Updated credit card",
+                "Updated credit card twice",
+                false,
+            ),
             (MatchKind::Prefix, "Changed", "changed password", true),
             (MatchKind::Prefix, "Changed password", "Changed", false),
             (MatchKind::Prefix, "Clické", "clické", true),
-            (MatchKind::Regex, r"^Added (payout|bank) account$", "Added bank account", true),
-            (MatchKind::Regex, r"^Added (payout|bank) account$", "added bank account", false),
-            (MatchKind::Regex, r"(?i)^added payout", "ADDED PAYOUT account", true),
+            (
+                MatchKind::Regex,
+                r"^Added (payout|bank) account$",
+                "Added bank account",
+                true,
+            ),
+            (
+                MatchKind::Regex,
+                r"^Added (payout|bank) account$",
+                "added bank account",
+                false,
+            ),
+            (
+                MatchKind::Regex,
+                r"(?i)^added payout",
+                "ADDED PAYOUT account",
+                true,
+            ),
         ];
         for (kind, pattern, text, expected) in cases {
             let matcher = ActionMatcher::new(kind, pattern).expect("valid pattern");
-            assert_eq!(matcher.matches(text), expected, "{kind:?} {pattern:?} {text:?}");
+            assert_eq!(
+                matcher.matches(text),
+                expected,
+                "{kind:?} {pattern:?} {text:?}"
+            );
         }
     }
 

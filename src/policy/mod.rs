@@ -229,9 +229,11 @@ impl Policy {
         let mut events = HashMap::new();
         for (name, rules) in &file.events {
             if name != "default" {
-                Event::parse(name)
-                    .map_err(|e| invalid(format!("events.{name}"), e.message))?;
-                events.insert(name.clone(), resolve_event(name, rules, Some(&default_event))?);
+                Event::parse(name).map_err(|e| invalid(format!("events.{name}"), e.message))?;
+                events.insert(
+                    name.clone(),
+                    resolve_event(name, rules, Some(&default_event))?,
+                );
             }
         }
 
@@ -300,7 +302,9 @@ impl Policy {
     }
 
     pub fn event_rules(&self, event: &Event) -> &EventRules {
-        self.events.get(event.as_str()).unwrap_or(&self.default_event)
+        self.events
+            .get(event.as_str())
+            .unwrap_or(&self.default_event)
     }
 
     pub fn hard_rules(&self) -> &[HardRule] {
@@ -324,8 +328,14 @@ fn resolve_event(
     let field = |f: &str| format!("events.{name}.{f}");
     let missing = |f: &str| invalid(field(f), "is required in [events.default]");
     let rules = EventRules {
-        review: file.review.or(fallback.map(|d| d.review)).ok_or_else(|| missing("review"))?,
-        block: file.block.or(fallback.map(|d| d.block)).ok_or_else(|| missing("block"))?,
+        review: file
+            .review
+            .or(fallback.map(|d| d.review))
+            .ok_or_else(|| missing("review"))?,
+        block: file
+            .block
+            .or(fallback.map(|d| d.block))
+            .ok_or_else(|| missing("block"))?,
         on_upstream_error: file
             .on_upstream_error
             .or(fallback.map(|d| d.on_upstream_error))
@@ -460,7 +470,10 @@ mod tests {
             format!("{MINIMAL}\nsurprise = 1\n"),
             MINIMAL.replace("\"allow\"", "\"maybe\""),
         ] {
-            assert!(matches!(Policy::from_toml(&text), Err(PolicyError::Toml(_))), "{text}");
+            assert!(
+                matches!(Policy::from_toml(&text), Err(PolicyError::Toml(_))),
+                "{text}"
+            );
         }
     }
 }

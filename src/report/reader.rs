@@ -57,7 +57,11 @@ pub fn read_report(body: &[u8]) -> Result<Report, ReadError> {
     };
 
     let mut checks = read_timed_checks(root.get("failed_checks"));
-    read_flags(root.get("biometric_checks"), CheckSource::Biometric, &mut checks);
+    read_flags(
+        root.get("biometric_checks"),
+        CheckSource::Biometric,
+        &mut checks,
+    );
     read_flags(root.get("device_checks"), CheckSource::Device, &mut checks);
 
     let replay = root.get("session_replay").and_then(Value::as_object);
@@ -140,9 +144,13 @@ fn read_tags(value: Option<&Value>) -> Vec<String> {
         .collect()
 }
 
-/// A non-empty string, or nothing.
+/// A non-empty string, or nothing. NUL characters are dropped: no database
+/// text column takes them, and upstream text ends up in stored reasons.
 fn text(value: Option<&Value>) -> Option<String> {
     match value? {
+        Value::String(s) if s.contains('\0') => {
+            Some(s.replace('\0', "")).filter(|s| !s.trim().is_empty())
+        }
         Value::String(s) if !s.trim().is_empty() => Some(s.clone()),
         _ => None,
     }
@@ -261,6 +269,15 @@ mod tests {
     }
 
     #[test]
+    fn nul_characters_are_dropped_from_text() {
+        let body = br#"{"failed_checks": [{"check": "bad\u0000name"}, {"check": "\u0000"}], "session_replay": {"url": "u\u0000"}}"#;
+        let report = read_report(body).expect("a report");
+        assert_eq!(report.checks.len(), 1);
+        assert_eq!(report.checks[0].name, "badname");
+        assert_eq!(report.replay_url.as_deref(), Some("u"));
+    }
+
+    #[test]
     fn out_of_range_risk_score_is_ignored() {
         for body in [
             r#"{"risk_score": 101}"#,
@@ -279,22 +296,21 @@ mod tests {
 
     #[test]
     fn rejects_what_is_not_a_report() {
-        let cases: &[(&[u8], fn(&ReadError) -> bool)] = &[
-            (b"<html>502 Bad Gateway</html>", |e| {
-                matches!(e, ReadError::NotJson(_))
-            }),
-            (br#"{"session_id": "abc", "user_logs": [{"act"#, |e| {
-                matches!(e, ReadError::NotJson(_))
-            }),
-            (b"", |e| matches!(e, ReadError::NotJson(_))),
-            (b"[1, 2]", |e| matches!(e, ReadError::NotAnObject)),
-            (br#"{"error": "internal"}"#, |e| {
-                matches!(e, ReadError::NoReportFields)
-            }),
+        let kind = |e: &ReadError| match e {
+            ReadError::NotJson(_) => "not json",
+            ReadError::NotAnObject => "not an object",
+            ReadError::NoReportFields => "no report fields",
+        };
+        let cases: &[(&[u8], &str)] = &[
+            (b"<html>502 Bad Gateway</html>", "not json"),
+            (br#"{"session_id": "abc", "user_logs": [{"act"#, "not json"),
+            (b"", "not json"),
+            (b"[1, 2]", "not an object"),
+            (br#"{"error": "internal"}"#, "no report fields"),
         ];
         for (body, expected) in cases {
             let err = read_report(body).expect_err("not a report");
-            assert!(expected(&err), "{:?}: {err:?}", String::from_utf8_lossy(body));
+            assert_eq!(kind(&err), *expected, "{:?}", String::from_utf8_lossy(body));
         }
     }
 }

@@ -279,10 +279,22 @@ mod tests {
     fn session_id_is_one_encoded_segment() {
         let c = client(ApiVersion::V0);
         let cases = [
-            ("abc123def456", "http://upstream.test/base/v0.0/sessions/abc123def456/report"),
-            ("../../x", "http://upstream.test/base/v0.0/sessions/..%2F..%2Fx/report"),
-            ("a?b#c", "http://upstream.test/base/v0.0/sessions/a%3Fb%23c/report"),
-            ("%2e%2e", "http://upstream.test/base/v0.0/sessions/%252e%252e/report"),
+            (
+                "abc123def456",
+                "http://upstream.test/base/v0.0/sessions/abc123def456/report",
+            ),
+            (
+                "../../x",
+                "http://upstream.test/base/v0.0/sessions/..%2F..%2Fx/report",
+            ),
+            (
+                "a?b#c",
+                "http://upstream.test/base/v0.0/sessions/a%3Fb%23c/report",
+            ),
+            (
+                "%2e%2e",
+                "http://upstream.test/base/v0.0/sessions/%252e%252e/report",
+            ),
         ];
         for (id, expected) in cases {
             let id = SessionId::parse(id).expect("valid session id");
@@ -314,7 +326,10 @@ mod tests {
         let mut headers = header::HeaderMap::new();
         headers.insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
         assert_eq!(retry_after(&headers), Some(Duration::from_secs(1)));
-        headers.insert(header::RETRY_AFTER, header::HeaderValue::from_static("0.25"));
+        headers.insert(
+            header::RETRY_AFTER,
+            header::HeaderValue::from_static("0.25"),
+        );
         assert_eq!(retry_after(&headers), Some(Duration::from_millis(250)));
         headers.insert(
             header::RETRY_AFTER,

@@ -79,7 +79,11 @@ mod tests {
                 .await
                 .expect("demo session");
             assert_eq!(fetched.report.session_id.as_deref(), Some(*id));
-            let verdict = evaluate(&policy, &fetched.report, &Event::parse(event).expect("event"));
+            let verdict = evaluate(
+                &policy,
+                &fetched.report,
+                &Event::parse(event).expect("event"),
+            );
             seen.push((*id, verdict.decision));
         }
         assert_eq!(

@@ -34,14 +34,40 @@ pub enum StoreError {
 
 impl From<sqlx::Error> for StoreError {
     fn from(error: sqlx::Error) -> Self {
-        match error {
-            sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::Io(_)
-            | sqlx::Error::Tls(_)
-            | sqlx::Error::WorkerCrashed => StoreError::Unavailable(error),
-            other => StoreError::Database(other),
+        if is_transient(&error) {
+            StoreError::Unavailable(error)
+        } else {
+            StoreError::Database(error)
         }
+    }
+}
+
+/// Errors a retry may cure: the database is away, overloaded, or busy.
+/// These answer 503 with Retry-After; anything else is a bug and answers 500.
+fn is_transient(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => {
+            let code = db.code().unwrap_or_default();
+            // PostgreSQL SQLSTATE classes: 08 connection exception, 53
+            // insufficient resources, 57 operator intervention (shutdown,
+            // cannot connect now); 40001/40P01 serialization and deadlock.
+            // SQLite primary codes: 5 BUSY, 6 LOCKED, 10 IOERR, 13 FULL, 14 CANTOPEN.
+            ["08", "53", "57"]
+                .iter()
+                .any(|class| code.starts_with(class))
+                || matches!(code.as_ref(), "40001" | "40P01")
+                || matches!(
+                    code.parse::<i32>().map(|c| c & 0xff),
+                    Ok(5 | 6 | 10 | 13 | 14)
+                ) && db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some()
+        }
+        _ => false,
     }
 }
 
@@ -54,7 +80,10 @@ pub trait Store: Send + Sync {
     async fn insert_evaluation(&self, evaluation: &Evaluation) -> Result<(), StoreError>;
     async fn get_evaluation(&self, id: Uuid) -> Result<Option<Evaluation>, StoreError>;
     /// Newest first, at most `filter.limit` rows.
-    async fn list_evaluations(&self, filter: &EvaluationFilter) -> Result<Vec<Evaluation>, StoreError>;
+    async fn list_evaluations(
+        &self,
+        filter: &EvaluationFilter,
+    ) -> Result<Vec<Evaluation>, StoreError>;
     /// Whether the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
 }
@@ -63,9 +92,13 @@ pub trait Store: Send + Sync {
 pub async fn connect(url: &str, settings: &DatabaseSettings) -> Result<Arc<dyn Store>, StoreError> {
     let acquire_timeout = Duration::from_millis(settings.acquire_timeout_ms);
     if url.starts_with("sqlite:") {
-        Ok(Arc::new(SqliteStore::connect(url, settings.max_connections, acquire_timeout).await?))
+        Ok(Arc::new(
+            SqliteStore::connect(url, settings.max_connections, acquire_timeout).await?,
+        ))
     } else {
-        Ok(Arc::new(PostgresStore::connect(url, settings.max_connections, acquire_timeout).await?))
+        Ok(Arc::new(
+            PostgresStore::connect(url, settings.max_connections, acquire_timeout).await?,
+        ))
     }
 }
 
@@ -75,7 +108,8 @@ fn decode_json<T: serde::de::DeserializeOwned>(column: &str, text: &str) -> Resu
 }
 
 fn decode_decision(text: &str) -> Result<crate::domain::Decision, StoreError> {
-    crate::domain::Decision::parse(text).ok_or_else(|| StoreError::Corrupt(format!("decision: {text:?}")))
+    crate::domain::Decision::parse(text)
+        .ok_or_else(|| StoreError::Corrupt(format!("decision: {text:?}")))
 }
 
 fn to_u32(column: &str, value: i64) -> Result<u32, StoreError> {
@@ -116,7 +150,11 @@ impl EvaluationRow {
             user_id: self.user_id,
             amount: self.amount,
             currency: self.currency,
-            metadata: self.metadata.as_deref().map(|m| decode_json("metadata", m)).transpose()?,
+            metadata: self
+                .metadata
+                .as_deref()
+                .map(|m| decode_json("metadata", m))
+                .transpose()?,
             decision: decode_decision(&self.decision)?,
             score: self.score,
             reasons: decode_json("reasons", &self.reasons)?,
