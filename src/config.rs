@@ -64,8 +64,18 @@ pub enum LogFormat {
 pub struct DatabaseSettings {
     /// Connections per riskgate process.
     pub max_connections: u32,
-    /// How long a request waits for a connection before answering 503.
+    /// How long a request waits for a free connection.
     pub acquire_timeout_ms: u64,
+    /// Longest one database call may take before the request answers 503.
+    pub timeout_ms: u64,
+}
+
+/// `[idempotency]` settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdempotencySettings {
+    /// How long an `Idempotency-Key` is remembered.
+    pub ttl_secs: u64,
 }
 
 /// Every setting riskgate reads.
@@ -88,6 +98,7 @@ pub struct Settings {
     /// Largest request body accepted.
     pub max_body_bytes: usize,
     pub database: DatabaseSettings,
+    pub idempotency: IdempotencySettings,
     pub roundtable: RoundtableSettings,
 }
 
@@ -163,11 +174,15 @@ impl Settings {
         if rt.max_attempts == 0 {
             return Err(invalid("roundtable.max_attempts", "must be at least 1"));
         }
-        if self.database.max_connections == 0 || self.database.acquire_timeout_ms == 0 {
+        let db = &self.database;
+        if db.max_connections == 0 || db.acquire_timeout_ms == 0 || db.timeout_ms == 0 {
             return Err(invalid(
                 "database.max_connections",
-                "max_connections and acquire_timeout_ms must be > 0",
+                "max_connections, acquire_timeout_ms and timeout_ms must be > 0",
             ));
+        }
+        if self.idempotency.ttl_secs == 0 {
+            return Err(invalid("idempotency.ttl_secs", "must be > 0"));
         }
         if self.max_body_bytes < 1024 {
             return Err(invalid("max_body_bytes", "must be at least 1024"));
@@ -206,7 +221,7 @@ impl Settings {
     pub fn accepted_api_keys(&self) -> Vec<SecretString> {
         let mut keys = self.api_keys.clone();
         if self.demo {
-            keys.push(SecretString::from(DEMO_API_KEY));
+            keys.push(SecretString::from(format!("demo:{DEMO_API_KEY}")));
         }
         keys
     }

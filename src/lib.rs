@@ -12,6 +12,7 @@ pub mod config;
 pub mod domain;
 pub mod engine;
 pub mod evaluation;
+pub mod metrics;
 pub mod policy;
 pub mod report;
 pub mod roundtable;

@@ -6,14 +6,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::Server;
+use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
 use secrecy::ExposeSecret;
-use tracing_actix_web::TracingLogger;
 
-use crate::api::{self, ApiKeys, AppState};
+use crate::api::{self, trace_request, ApiKeys, AppState};
 use crate::config::{ConfigError, Settings};
-use crate::evaluation::Evaluator;
-use crate::roundtable::{DemoReportSource, ReportSource, RoundtableClient};
+use crate::evaluation::{Evaluator, EvaluatorLimits};
+use crate::metrics::Metrics;
+use crate::roundtable::{CircuitBreaker, DemoReportSource, ReportSource, RoundtableClient};
 use crate::store::{self, StoreError};
 
 /// How long in-flight requests may take to finish after SIGTERM.
@@ -40,28 +41,48 @@ pub enum StartupError {
     },
 }
 
+/// How often expired idempotency keys are deleted.
+const IDEMPOTENCY_SWEEP_EVERY: Duration = Duration::from_secs(600);
+
 /// A bound, ready-to-run riskgate.
 pub struct Application {
     port: u16,
     server: Server,
+    store: Arc<dyn store::Store>,
+}
+
+/// Deletes idempotency keys past their time to live. Safe on every replica:
+/// it is one idempotent DELETE.
+async fn purge_expired_idempotency_keys(store: Arc<dyn store::Store>) {
+    let mut every = tokio::time::interval(IDEMPOTENCY_SWEEP_EVERY);
+    loop {
+        every.tick().await;
+        match store
+            .purge_expired_idempotency_keys(chrono::Utc::now())
+            .await
+        {
+            Ok(0) => {}
+            Ok(purged) => tracing::info!(purged, "expired idempotency keys deleted"),
+            Err(error) => tracing::warn!(%error, "could not purge expired idempotency keys"),
+        }
+    }
 }
 
 impl Application {
     /// Connects to the database, applies migrations, and binds the listener.
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        let metrics = Arc::new(Metrics::new());
         let source: Arc<dyn ReportSource> = if settings.demo {
             Arc::new(DemoReportSource)
         } else {
-            Arc::new(RoundtableClient::new(&settings.roundtable)?)
+            let rt = &settings.roundtable;
+            Arc::new(CircuitBreaker::new(
+                RoundtableClient::new(rt, metrics.clone())?,
+                rt.circuit_failure_threshold,
+                Duration::from_millis(rt.circuit_cool_down_ms),
+                metrics.clone(),
+            ))
         };
-        Self::build_with_source(settings, source).await
-    }
-
-    /// As [`Application::build`], with the report source given.
-    pub async fn build_with_source(
-        settings: Settings,
-        source: Arc<dyn ReportSource>,
-    ) -> Result<Self, StartupError> {
         let policy = Arc::new(settings.load_policy()?);
         let store = open_store(&settings).await?;
         let store_error = |source| StartupError::Store {
@@ -83,19 +104,26 @@ impl Application {
             })?
             .port();
 
+        let limits = EvaluatorLimits {
+            deadline: Duration::from_millis(settings.roundtable.deadline_ms),
+            database_timeout: Duration::from_millis(settings.database.timeout_ms),
+            idempotency_ttl: Duration::from_secs(settings.idempotency.ttl_secs),
+        };
         let state = web::Data::new(AppState {
             evaluator: Evaluator::new(
                 source,
                 policy.clone(),
-                store,
-                Duration::from_millis(settings.roundtable.deadline_ms),
+                store.clone(),
+                metrics.clone(),
+                limits,
             ),
+            metrics,
             max_body_bytes: settings.max_body_bytes,
         });
         let keys = web::Data::new(ApiKeys::new(&settings.accepted_api_keys()));
         let server = HttpServer::new(move || {
             App::new()
-                .wrap(TracingLogger::default())
+                .wrap(from_fn(trace_request))
                 .app_data(state.clone())
                 .app_data(keys.clone())
                 .configure(api::routes)
@@ -108,7 +136,11 @@ impl Application {
         })?
         .run();
         tracing::info!(%addr, port, policy = policy.version(), demo = settings.demo, "riskgate listening");
-        Ok(Self { port, server })
+        Ok(Self {
+            port,
+            server,
+            store,
+        })
     }
 
     /// The port actually bound (useful when configured with port 0).
@@ -116,9 +148,13 @@ impl Application {
         self.port
     }
 
-    /// Serves until SIGINT/SIGTERM, then lets in-flight requests finish.
+    /// Serves until SIGINT/SIGTERM, then lets in-flight requests finish
+    /// (up to the grace period) and exits. Background work runs alongside.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let sweeper = tokio::spawn(purge_expired_idempotency_keys(self.store.clone()));
+        let served = self.server.await;
+        sweeper.abort();
+        served
     }
 }
 

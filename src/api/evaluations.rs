@@ -1,19 +1,23 @@
 //! `/v1/evaluations`: thin handlers that parse, call the evaluator, answer.
 
 use actix_web::http::header;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use super::auth::Caller;
 use super::body::read_json;
 use super::problem::ApiError;
+use super::request_id::RequestId;
 use super::AppState;
 use crate::domain::{Decision, EvaluationRequest, FieldError};
-use crate::evaluation::{Evaluation, EvaluationFilter};
+use crate::evaluation::{EvaluateCall, Evaluation, EvaluationFilter, Outcome};
+use crate::store::IdempotencyKey;
 
 /// Page size when none is asked for, and the most one page may hold.
 const DEFAULT_LIMIT: u32 = 50;
@@ -27,14 +31,68 @@ pub async fn create(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let body = read_json(&req, payload, state.max_body_bytes).await?;
+    let idempotency = idempotency_key(&req, &body)?;
     let request = EvaluationRequest::parse(&body).map_err(ApiError::Validation)?;
-    let evaluation = state.evaluator.evaluate(request).await?;
-    Ok(HttpResponse::Ok()
-        .insert_header((
-            header::LOCATION,
-            format!("/v1/evaluations/{}", evaluation.id),
-        ))
-        .json(&evaluation))
+    let request_id = req.extensions().get::<RequestId>().map(|id| id.0.clone());
+    let outcome = state
+        .evaluator
+        .evaluate(EvaluateCall {
+            request,
+            request_id,
+            idempotency,
+        })
+        .await?;
+    let (evaluation, replayed) = match outcome {
+        Outcome::Created(evaluation) => (evaluation, false),
+        Outcome::Replayed(evaluation) => (evaluation, true),
+    };
+    let mut response = HttpResponse::Ok();
+    response.insert_header((
+        header::LOCATION,
+        format!("/v1/evaluations/{}", evaluation.id),
+    ));
+    if replayed {
+        response.insert_header((IDEMPOTENT_REPLAYED, "true"));
+    }
+    Ok(response.json(&evaluation))
+}
+
+/// Set on an answer replayed for a repeated `Idempotency-Key` (as Stripe does).
+pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// The `Idempotency-Key` header, scoped to the caller and bound to a hash of
+/// the body (canonical JSON: keys sorted, so formatting does not matter).
+fn idempotency_key(req: &HttpRequest, body: &Value) -> Result<Option<IdempotencyKey>, ApiError> {
+    let Some(value) = req.headers().get(IDEMPOTENCY_KEY) else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .ok()
+        .map(str::trim)
+        .filter(|k| !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| b.is_ascii_graphic()))
+        .ok_or_else(|| {
+            ApiError::Validation(vec![FieldError::new(
+                "Idempotency-Key",
+                "must be 1 to 255 visible ASCII characters",
+            )])
+        })?;
+    let scope = req
+        .extensions()
+        .get::<Caller>()
+        .map(|c| c.name.clone())
+        .unwrap_or_default();
+    let canonical = serde_json::to_vec(body).unwrap_or_default();
+    let hash: String = Sha256::digest(&canonical)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Ok(Some(IdempotencyKey {
+        scope,
+        key: key.to_owned(),
+        request_hash: hash,
+    }))
 }
 
 #[derive(Serialize)]
@@ -197,6 +255,22 @@ fn decode_cursor(cursor: &str) -> Option<(DateTime<Utc>, Uuid)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn body_hash_ignores_key_order_and_spacing() {
+        let a: Value = serde_json::from_str(
+            r#"{"session_id": "s", "event": "checkout", "metadata": {"b": 1, "a": 2}}"#,
+        )
+        .expect("json");
+        let b: Value = serde_json::from_str(
+            r#"{"metadata":{"a":2,"b":1},"event":"checkout","session_id":"s"}"#,
+        )
+        .expect("json");
+        assert_eq!(
+            serde_json::to_vec(&a).expect("json"),
+            serde_json::to_vec(&b).expect("json")
+        );
+    }
 
     #[test]
     fn cursors_round_trip_and_garbage_is_refused() {

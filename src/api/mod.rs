@@ -6,18 +6,24 @@ mod body;
 mod evaluations;
 mod health;
 pub mod problem;
+mod request_id;
 
-pub use auth::ApiKeys;
+pub use auth::{ApiKeys, Caller};
+pub use request_id::{trace_request, RequestId};
 
 use actix_web::middleware::from_fn;
 use actix_web::{web, HttpResponse};
 
+use std::sync::Arc;
+
 use crate::evaluation::Evaluator;
+use crate::metrics::Metrics;
 use problem::ApiError;
 
 /// What handlers share.
 pub struct AppState {
     pub evaluator: Evaluator,
+    pub metrics: Arc<Metrics>,
     pub max_body_bytes: usize,
 }
 
@@ -26,6 +32,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
     config
         .route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
+        .route("/metrics", web::get().to(health::metrics))
         .service(
             web::scope("/v1")
                 .wrap(from_fn(auth::require_api_key))

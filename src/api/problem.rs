@@ -6,6 +6,7 @@ use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
 use crate::domain::FieldError;
+use crate::evaluation::EvaluateError;
 use crate::store::StoreError;
 
 /// Media type of every error body.
@@ -30,8 +31,22 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("invalid request")]
     Validation(Vec<FieldError>),
+    #[error("this Idempotency-Key was already used with a different request body")]
+    IdempotencyKeyReused,
+    #[error("a request with this Idempotency-Key is still being evaluated; retry shortly")]
+    IdempotencyInProgress,
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl From<EvaluateError> for ApiError {
+    fn from(error: EvaluateError) -> Self {
+        match error {
+            EvaluateError::Store(e) => ApiError::Store(e),
+            EvaluateError::IdempotencyKeyReused => ApiError::IdempotencyKeyReused,
+            EvaluateError::IdempotencyInProgress => ApiError::IdempotencyInProgress,
+        }
+    }
 }
 
 /// One entry of the catalogue: the `type` URI's last part and the `title`.
@@ -71,10 +86,25 @@ impl ApiError {
                 "Request fields are invalid",
                 StatusCode::UNPROCESSABLE_ENTITY,
             ),
-            ApiError::Store(StoreError::Unavailable(_)) => (
+            ApiError::IdempotencyKeyReused => (
+                "idempotency-key-reused",
+                "Idempotency-Key reused with a different request",
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ),
+            ApiError::IdempotencyInProgress => (
+                "idempotency-in-progress",
+                "Request with this Idempotency-Key in progress",
+                StatusCode::CONFLICT,
+            ),
+            ApiError::Store(e) if e.is_transient() => (
                 "database-unavailable",
                 "Database unavailable, retry shortly",
                 StatusCode::SERVICE_UNAVAILABLE,
+            ),
+            ApiError::Store(StoreError::IdempotencyLost) => (
+                "idempotency-in-progress",
+                "Request with this Idempotency-Key in progress",
+                StatusCode::CONFLICT,
             ),
             ApiError::Store(_) => (
                 "internal",
@@ -95,6 +125,10 @@ impl ApiError {
             ApiError::Store(_) => match self.kind().status {
                 StatusCode::SERVICE_UNAVAILABLE => {
                     "the database did not answer in time; the request was not stored".to_owned()
+                }
+                StatusCode::CONFLICT => {
+                    "another request with this Idempotency-Key finished first; retry to get its verdict"
+                        .to_owned()
                 }
                 _ => "an internal error occurred; it has been logged".to_owned(),
             },
@@ -146,6 +180,10 @@ impl ResponseError for ApiError {
                     detail: &e.message,
                 })
                 .collect(),
+            ApiError::IdempotencyKeyReused => vec![FieldProblem {
+                field: "Idempotency-Key",
+                detail: "was used with a different request body",
+            }],
             _ => Vec::new(),
         };
         let problem = Problem {
@@ -162,7 +200,10 @@ impl ResponseError for ApiError {
             ApiError::Unauthorized => {
                 response.insert_header((header::WWW_AUTHENTICATE, "Bearer realm=\"riskgate\""));
             }
-            ApiError::Store(StoreError::Unavailable(_)) => {
+            ApiError::Store(e) if e.is_transient() => {
+                response.insert_header((header::RETRY_AFTER, "1"));
+            }
+            ApiError::IdempotencyInProgress | ApiError::Store(StoreError::IdempotencyLost) => {
                 response.insert_header((header::RETRY_AFTER, "1"));
             }
             _ => {}

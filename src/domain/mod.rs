@@ -3,7 +3,10 @@
 
 mod request;
 
-pub use request::{Amount, Currency, EvaluationRequest, Metadata, UserId};
+pub use request::{
+    Amount, Currency, EvaluationRequest, Metadata, RequiredAction, UserId,
+    FIELDS as REQUEST_FIELDS, MAX_WAIT_MS,
+};
 
 use std::fmt;
 

@@ -1,9 +1,12 @@
 //! The body of `POST /v1/evaluations`, parsed into domain types.
 
+use std::time::Duration;
+
 use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::{Event, FieldError, SessionId};
+use crate::policy::{ActionMatcher, MatchKind};
 
 /// The caller's own id for the user, if it has one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -100,8 +103,62 @@ impl Currency {
 /// Free-form caller context, stored with the evaluation and returned as given.
 pub type Metadata = Map<String, Value>;
 
+/// An action the caller is about to gate and expects in the report (e.g. its
+/// own "Clicked Pay"), matched like the policy's sensitive actions.
+#[derive(Debug, Clone)]
+pub struct RequiredAction {
+    /// The pattern as given, for reasons and logs.
+    pub pattern: String,
+    pub matcher: ActionMatcher,
+}
+
+impl RequiredAction {
+    /// A string (exact match) or `{"match": "exact"|"prefix"|"regex", "pattern": "…"}`.
+    pub fn parse(value: &Value) -> Result<Self, FieldError> {
+        let field = "require_action";
+        let (kind, pattern) = match value {
+            Value::String(text) => (MatchKind::Exact, text.as_str()),
+            Value::Object(spec) => {
+                let kind = match spec.get("match").and_then(Value::as_str).unwrap_or("exact") {
+                    "exact" => MatchKind::Exact,
+                    "prefix" => MatchKind::Prefix,
+                    "regex" => MatchKind::Regex,
+                    _ => {
+                        return Err(FieldError::new(
+                            field,
+                            "match must be exact, prefix or regex",
+                        ))
+                    }
+                };
+                let pattern = spec
+                    .get("pattern")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| FieldError::new(field, "pattern (a string) is required"))?;
+                if spec.keys().any(|k| k != "match" && k != "pattern") {
+                    return Err(FieldError::new(field, "only match and pattern are known"));
+                }
+                (kind, pattern)
+            }
+            _ => {
+                return Err(FieldError::new(
+                    field,
+                    "must be a string or {match, pattern}",
+                ))
+            }
+        };
+        if pattern.len() > 512 {
+            return Err(FieldError::new(field, "pattern must be at most 512 bytes"));
+        }
+        let matcher = ActionMatcher::new(kind, pattern).map_err(|m| FieldError::new(field, m))?;
+        Ok(Self {
+            pattern: pattern.to_owned(),
+            matcher,
+        })
+    }
+}
+
 /// A request to evaluate one session, valid by construction.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone)]
 pub struct EvaluationRequest {
     pub session_id: SessionId,
     pub event: Event,
@@ -109,15 +166,24 @@ pub struct EvaluationRequest {
     pub amount: Option<Amount>,
     pub currency: Option<Currency>,
     pub metadata: Option<Metadata>,
+    pub require_action: Option<RequiredAction>,
+    /// How long to wait for `require_action` to appear (capped by the deadline).
+    pub wait: Option<Duration>,
 }
 
-const FIELDS: &[&str] = &[
+/// Longest `wait_ms` accepted; the evaluation deadline caps it further.
+pub const MAX_WAIT_MS: u64 = 60_000;
+
+/// Every field the body may have (the OpenAPI schema is checked against it).
+pub const FIELDS: &[&str] = &[
     "session_id",
     "event",
     "user_id",
     "amount",
     "currency",
     "metadata",
+    "require_action",
+    "wait_ms",
 ];
 
 impl EvaluationRequest {
@@ -165,6 +231,31 @@ impl EvaluationRequest {
             },
         )
         .flatten();
+        let require_action = keep(
+            e,
+            present(object, "require_action")
+                .map(RequiredAction::parse)
+                .transpose(),
+        )
+        .flatten();
+        let wait = keep(
+            e,
+            match present(object, "wait_ms") {
+                None => Ok(None),
+                Some(value) => match value.as_u64() {
+                    Some(ms) if ms <= MAX_WAIT_MS => Ok(Some(Duration::from_millis(ms))),
+                    _ => Err(FieldError::new(
+                        "wait_ms",
+                        format!("must be an integer from 0 to {MAX_WAIT_MS}"),
+                    )),
+                },
+            },
+        )
+        .flatten();
+        if wait.is_some() && require_action.is_none() && present(object, "require_action").is_none()
+        {
+            errors.push(FieldError::new("wait_ms", "needs require_action"));
+        }
         if amount.is_some() && currency.is_none() && present(object, "currency").is_none() {
             errors.push(FieldError::new(
                 "currency",
@@ -180,6 +271,8 @@ impl EvaluationRequest {
                 amount,
                 currency,
                 metadata,
+                require_action,
+                wait,
             }),
             _ => Err(errors),
         }
@@ -298,6 +391,55 @@ mod tests {
             ["sessionId"]
         );
         assert_eq!(fields(json!([1])), [""]);
+    }
+
+    #[test]
+    fn required_actions_and_waits() {
+        let body = json!({"session_id": "a", "event": "checkout", "require_action": {"match": "prefix", "pattern": "Clicked \"Pay"}, "wait_ms": 1500});
+        let request = EvaluationRequest::parse(&body).expect("valid");
+        let required = request.require_action.expect("required action");
+        assert!(required.matcher.matches("Clicked \"Pay now\""));
+        assert_eq!(request.wait, Some(Duration::from_millis(1500)));
+        let exact = EvaluationRequest::parse(
+            &json!({"session_id": "a", "event": "x", "require_action": "Clicked Pay"}),
+        )
+        .expect("valid");
+        assert!(exact
+            .require_action
+            .expect("required")
+            .matcher
+            .matches("clicked pay"));
+
+        assert_eq!(
+            fields(json!({"session_id": "a", "event": "x", "wait_ms": 10})),
+            ["wait_ms"]
+        );
+        assert_eq!(
+            fields(json!({"session_id": "a", "event": "x", "require_action": "A", "wait_ms": -1})),
+            ["wait_ms"]
+        );
+        assert_eq!(
+            fields(
+                json!({"session_id": "a", "event": "x", "require_action": "A", "wait_ms": 60001})
+            ),
+            ["wait_ms"]
+        );
+        assert_eq!(
+            fields(
+                json!({"session_id": "a", "event": "x", "require_action": {"match": "regex", "pattern": "("}})
+            ),
+            ["require_action"]
+        );
+        assert_eq!(
+            fields(
+                json!({"session_id": "a", "event": "x", "require_action": {"match": "fuzzy", "pattern": "a"}})
+            ),
+            ["require_action"]
+        );
+        assert_eq!(
+            fields(json!({"session_id": "a", "event": "x", "require_action": 7})),
+            ["require_action"]
+        );
     }
 
     #[test]

@@ -37,6 +37,10 @@ pub enum ReasonCode {
     HardRule,
     /// No report could be had; the policy's fail mode decided.
     UpstreamUnavailable,
+    /// The action the caller gates was in the report (after waiting for it).
+    RequiredActionSeen,
+    /// The action the caller gates never appeared; decided on what was there.
+    RequiredActionMissing,
 }
 
 /// One contribution to a verdict.
@@ -67,6 +71,11 @@ pub struct Reason {
 }
 
 impl Reason {
+    /// A reason that adds nothing to the score, only explains.
+    pub fn note(code: ReasonCode, detail: String) -> Self {
+        Self::new(code, detail, 0.0)
+    }
+
     fn new(code: ReasonCode, detail: String, points: f64) -> Self {
         Self {
             code,

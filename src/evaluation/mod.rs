@@ -3,7 +3,7 @@
 
 mod service;
 
-pub use service::Evaluator;
+pub use service::{EvaluateCall, EvaluateError, Evaluator, EvaluatorLimits, Outcome};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -38,6 +38,8 @@ pub struct Evaluation {
     /// default API representation (it can be large).
     #[serde(skip)]
     pub report_snapshot: Option<String>,
+    /// The `X-Request-Id` of the call that made it.
+    pub request_id: Option<String>,
 }
 
 /// How long the evaluation took, and what the upstream cost.

@@ -1,6 +1,8 @@
-//! The evaluate path: fetch the report, apply the engine, store the verdict,
-//! and only then answer.
+//! The evaluate path: claim the idempotency key, fetch the report (waiting
+//! for the gated action if asked), apply the engine, store the verdict, and
+//! only then answer.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,18 +11,56 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::{Evaluation, EvaluationFilter, Timings};
-use crate::domain::EvaluationRequest;
-use crate::engine;
+use crate::domain::{EvaluationRequest, RequiredAction};
+use crate::engine::{self, Reason, ReasonCode};
+use crate::metrics::Metrics;
 use crate::policy::Policy;
-use crate::roundtable::ReportSource;
-use crate::store::{Store, StoreError};
+use crate::roundtable::{FetchError, FetchedReport, ReportSource};
+use crate::store::{Claim, IdempotencyKey, Store, StoreError};
+
+/// Bounds the evaluator works within.
+#[derive(Debug, Clone, Copy)]
+pub struct EvaluatorLimits {
+    /// Fetching (retries and waiting for an action included) ends by then.
+    pub deadline: Duration,
+    /// Longest any one database call may take before answering 503.
+    pub database_timeout: Duration,
+    /// How long an idempotency key is remembered.
+    pub idempotency_ttl: Duration,
+}
+
+/// Why an evaluation could not be answered with a verdict.
+#[derive(Debug, thiserror::Error)]
+pub enum EvaluateError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("this Idempotency-Key was used with a different request body")]
+    IdempotencyKeyReused,
+    #[error("a request with this Idempotency-Key is still being evaluated")]
+    IdempotencyInProgress,
+}
+
+/// A verdict, fresh or replayed for a repeated idempotency key.
+#[derive(Debug)]
+pub enum Outcome {
+    Created(Evaluation),
+    Replayed(Evaluation),
+}
+
+/// One call to evaluate, as the API hands it over.
+pub struct EvaluateCall {
+    pub request: EvaluationRequest,
+    pub request_id: Option<String>,
+    pub idempotency: Option<IdempotencyKey>,
+}
 
 /// Everything an evaluation needs, shared by every request.
 pub struct Evaluator {
     source: Arc<dyn ReportSource>,
     policy: Arc<Policy>,
     store: Arc<dyn Store>,
-    deadline: Duration,
+    metrics: Arc<Metrics>,
+    limits: EvaluatorLimits,
 }
 
 impl Evaluator {
@@ -28,13 +68,15 @@ impl Evaluator {
         source: Arc<dyn ReportSource>,
         policy: Arc<Policy>,
         store: Arc<dyn Store>,
-        deadline: Duration,
+        metrics: Arc<Metrics>,
+        limits: EvaluatorLimits,
     ) -> Self {
         Self {
             source,
             policy,
             store,
-            deadline,
+            metrics,
+            limits,
         }
     }
 
@@ -42,18 +84,82 @@ impl Evaluator {
         &self.store
     }
 
-    /// Decides on one session. Upstream trouble never fails this: it gives a
-    /// degraded verdict by the policy's fail mode. Only storage can fail it.
-    #[tracing::instrument(name = "evaluate", skip_all, fields(session_id = %request.session_id, event = %request.event))]
-    pub async fn evaluate(&self, request: EvaluationRequest) -> Result<Evaluation, StoreError> {
+    /// Runs a database call within the configured bound: a checkout cannot
+    /// wait for a pool timeout. A call cut short rolls back.
+    pub async fn bounded<T>(
+        &self,
+        call: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        tokio::time::timeout(self.limits.database_timeout, call)
+            .await
+            .unwrap_or(Err(StoreError::TimedOut(self.limits.database_timeout)))
+    }
+
+    /// How long a claimed key stays locked before another request may take
+    /// it over: the whole evaluation's worst case, with room to spare.
+    fn lease(&self) -> Duration {
+        self.limits.deadline + self.limits.database_timeout * 4 + Duration::from_secs(5)
+    }
+
+    /// Evaluates once per idempotency key: a repeat with the same body
+    /// replays the stored verdict; concurrent repeats wait for the first.
+    #[tracing::instrument(name = "evaluate", skip_all, fields(session_id = %call.request.session_id, event = %call.request.event))]
+    pub async fn evaluate(&self, call: EvaluateCall) -> Result<Outcome, EvaluateError> {
+        let Some(key) = call.idempotency.clone() else {
+            return Ok(Outcome::Created(self.evaluate_once(call, None).await?));
+        };
+        let give_up = Instant::now() + self.lease();
+        let mut pause = Duration::from_millis(10);
+        loop {
+            let claim = self.bounded(self.store.claim_idempotency_key(
+                &key,
+                Utc::now(),
+                self.lease(),
+                self.limits.idempotency_ttl,
+            ));
+            match claim.await? {
+                Claim::Acquired => {
+                    let result = self.evaluate_once(call, Some(&key)).await;
+                    if result.is_err() {
+                        // Let a retry run now rather than after the lease.
+                        let released = self.bounded(self.store.release_idempotency_key(&key)).await;
+                        if let Err(error) = released {
+                            tracing::warn!(%error, "could not release the idempotency key; it frees itself when its lease ends");
+                        }
+                    }
+                    return Ok(Outcome::Created(result?));
+                }
+                Claim::Completed(id) => {
+                    let stored = self.bounded(self.store.get_evaluation(id)).await?;
+                    let evaluation = stored.ok_or_else(|| {
+                        StoreError::Corrupt(format!(
+                            "idempotency key names missing evaluation {id}"
+                        ))
+                    })?;
+                    self.metrics.idempotent_replays.inc();
+                    return Ok(Outcome::Replayed(evaluation));
+                }
+                Claim::Mismatch => return Err(EvaluateError::IdempotencyKeyReused),
+                Claim::InProgress if Instant::now() + pause < give_up => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(100));
+                }
+                Claim::InProgress => return Err(EvaluateError::IdempotencyInProgress),
+            }
+        }
+    }
+
+    async fn evaluate_once(
+        &self,
+        call: EvaluateCall,
+        idempotency: Option<&IdempotencyKey>,
+    ) -> Result<Evaluation, StoreError> {
         let started = Instant::now();
-        let fetched = self
-            .source
-            .fetch(&request.session_id, started + self.deadline)
-            .await;
+        let request = call.request;
+        let (fetched, note) = self.fetch(&request, started).await;
         let upstream_ms = elapsed_ms(started);
 
-        let (verdict, degraded_reason, attempts, shape, snapshot) = match fetched {
+        let (mut verdict, degraded_reason, attempts, shape, snapshot) = match fetched {
             Ok(fetched) => (
                 engine::evaluate(&self.policy, &fetched.report, &request.event),
                 None,
@@ -72,6 +178,7 @@ impl Evaluator {
                 (verdict, Some(error.code().to_owned()), 0, None, None)
             }
         };
+        verdict.reasons.extend(note);
 
         let evaluation = Evaluation {
             id: Uuid::now_v7(),
@@ -96,8 +203,12 @@ impl Evaluator {
             },
             report_shape: shape,
             report_snapshot: snapshot,
+            request_id: call.request_id,
         };
-        self.store.insert_evaluation(&evaluation).await?;
+        self.bounded(self.store.insert_evaluation(&evaluation, idempotency))
+            .await?;
+        self.metrics
+            .record_evaluation(&self.policy, &evaluation, started.elapsed());
         tracing::info!(
             id = %evaluation.id,
             decision = %evaluation.decision,
@@ -108,13 +219,76 @@ impl Evaluator {
         Ok(evaluation)
     }
 
+    /// Fetches the report; with `require_action`, polls with backoff until
+    /// the action shows or the wait (capped by the deadline) runs out, then
+    /// decides on the latest report there is, saying so in a reason.
+    async fn fetch(
+        &self,
+        request: &EvaluationRequest,
+        started: Instant,
+    ) -> (Result<FetchedReport, FetchError>, Option<Reason>) {
+        let deadline = started + self.limits.deadline;
+        let Some(required) = &request.require_action else {
+            return (self.source.fetch(&request.session_id, deadline).await, None);
+        };
+        let wait_until = started + request.wait.unwrap_or_default().min(self.limits.deadline);
+        let mut latest: Option<FetchedReport> = None;
+        let mut polls = 0u32;
+        let mut pause = Duration::from_millis(50);
+        loop {
+            polls += 1;
+            match self.source.fetch(&request.session_id, deadline).await {
+                Ok(fetched) if has_action(&fetched, required) => {
+                    let reason = Reason::note(
+                        ReasonCode::RequiredActionSeen,
+                        format!(
+                            "required action {:?} found on poll {polls}",
+                            required.pattern
+                        ),
+                    );
+                    return (Ok(fetched), Some(reason));
+                }
+                Ok(fetched) => latest = Some(fetched),
+                // A live session may not be known upstream yet: keep waiting.
+                Err(FetchError::NotFound) if latest.is_none() => {}
+                Err(error) if latest.is_none() => return (Err(error), None),
+                Err(error) => tracing::warn!(%error, "poll failed; keeping the previous report"),
+            }
+            if Instant::now() + pause >= wait_until {
+                break;
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(500));
+        }
+        let waited = started.elapsed().as_millis();
+        let reason = Reason::note(
+            ReasonCode::RequiredActionMissing,
+            format!(
+                "required action {:?} not in the report after {polls} polls ({waited} ms); decided on what was there",
+                required.pattern
+            ),
+        );
+        match latest {
+            Some(fetched) => (Ok(fetched), Some(reason)),
+            None => (Err(FetchError::NotFound), Some(reason)),
+        }
+    }
+
     pub async fn get(&self, id: Uuid) -> Result<Option<Evaluation>, StoreError> {
-        self.store.get_evaluation(id).await
+        self.bounded(self.store.get_evaluation(id)).await
     }
 
     pub async fn list(&self, filter: &EvaluationFilter) -> Result<Vec<Evaluation>, StoreError> {
-        self.store.list_evaluations(filter).await
+        self.bounded(self.store.list_evaluations(filter)).await
     }
+}
+
+fn has_action(fetched: &FetchedReport, required: &RequiredAction) -> bool {
+    fetched
+        .report
+        .actions
+        .iter()
+        .any(|action| required.matcher.matches(&action.text))
 }
 
 fn elapsed_ms(since: Instant) -> u32 {

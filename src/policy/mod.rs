@@ -307,6 +307,11 @@ impl Policy {
             .unwrap_or(&self.default_event)
     }
 
+    /// Whether the event has a table of its own (else `[events.default]` applies).
+    pub fn knows_event(&self, event: &str) -> bool {
+        self.events.contains_key(event)
+    }
+
     pub fn hard_rules(&self) -> &[HardRule] {
         &self.hard_rules
     }

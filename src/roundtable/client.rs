@@ -1,5 +1,6 @@
 //! The HTTP client for Roundtable's session report API.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -12,6 +13,7 @@ use tokio::time::Instant;
 
 use super::{FetchError, FetchedReport, ReportSource};
 use crate::domain::SessionId;
+use crate::metrics::Metrics;
 use crate::report::read_report;
 
 /// Everything but RFC 3986 unreserved characters is encoded, `/` included,
@@ -64,6 +66,10 @@ pub struct RoundtableSettings {
     pub backoff_base_ms: u64,
     /// Largest retry delay.
     pub backoff_max_ms: u64,
+    /// Failed fetches in a row that open the circuit.
+    pub circuit_failure_threshold: u32,
+    /// How long an open circuit answers the fail mode before one probe.
+    pub circuit_cool_down_ms: u64,
 }
 
 /// A pooled client for one Roundtable workspace.
@@ -77,6 +83,7 @@ pub struct RoundtableClient {
     max_attempts: u32,
     backoff_base: Duration,
     backoff_max: Duration,
+    metrics: Arc<Metrics>,
 }
 
 /// What one attempt came to, and whether another is worth making.
@@ -89,7 +96,10 @@ enum Attempt {
 }
 
 impl RoundtableClient {
-    pub fn new(settings: &RoundtableSettings) -> Result<Self, reqwest::Error> {
+    pub fn new(
+        settings: &RoundtableSettings,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, reqwest::Error> {
         let attempt_timeout = Duration::from_millis(settings.attempt_timeout_ms);
         let http = reqwest::Client::builder()
             .user_agent(concat!("riskgate/", env!("CARGO_PKG_VERSION")))
@@ -107,6 +117,7 @@ impl RoundtableClient {
             max_attempts: settings.max_attempts.max(1),
             backoff_base: Duration::from_millis(settings.backoff_base_ms),
             backoff_max: Duration::from_millis(settings.backoff_max_ms),
+            metrics,
         })
     }
 
@@ -121,6 +132,30 @@ impl RoundtableClient {
     }
 
     async fn attempt(&self, url: &str, timeout: Duration, attempts: u32) -> Attempt {
+        let started = std::time::Instant::now();
+        let outcome = tokio::time::timeout(timeout, self.call(url, timeout, attempts))
+            .await
+            .unwrap_or(Attempt::Retry {
+                error: FetchError::Timeout,
+                retry_after: None,
+            });
+        let label = match &outcome {
+            Attempt::Done(Ok(_)) => "200".to_owned(),
+            Attempt::Done(Err(e)) | Attempt::Retry { error: e, .. } => match e {
+                FetchError::NotFound => "404".to_owned(),
+                FetchError::Unauthorized(s) | FetchError::Status(s) => s.to_string(),
+                FetchError::RateLimited => "429".to_owned(),
+                FetchError::Timeout => "timeout".to_owned(),
+                FetchError::Connect(_) => "connect_error".to_owned(),
+                FetchError::InvalidBody(_) => "invalid_body".to_owned(),
+                FetchError::CircuitOpen => "circuit_open".to_owned(),
+            },
+        };
+        self.metrics.record_upstream(&label, started.elapsed());
+        outcome
+    }
+
+    async fn call(&self, url: &str, timeout: Duration, attempts: u32) -> Attempt {
         let mut request = self.http.get(url).timeout(timeout);
         if let Some(key) = &self.api_key {
             request = request.bearer_auth(key.expose_secret());
@@ -194,12 +229,7 @@ impl ReportSource for RoundtableClient {
                 return Err(FetchError::Timeout);
             }
             let timeout = self.attempt_timeout.min(remaining);
-            let outcome = tokio::time::timeout(timeout, self.attempt(&url, timeout, attempts))
-                .await
-                .unwrap_or(Attempt::Retry {
-                    error: FetchError::Timeout,
-                    retry_after: None,
-                });
+            let outcome = self.attempt(&url, timeout, attempts).await;
             let (error, retry_after) = match outcome {
                 Attempt::Done(result) => return result,
                 Attempt::Retry { error, retry_after } => (error, retry_after),
@@ -262,16 +292,21 @@ mod tests {
     use super::*;
 
     fn client(version: ApiVersion) -> RoundtableClient {
-        RoundtableClient::new(&RoundtableSettings {
-            api_url: "http://upstream.test/base/".into(),
-            api_key: None,
-            api_version: version,
-            attempt_timeout_ms: 100,
-            deadline_ms: 1000,
-            max_attempts: 3,
-            backoff_base_ms: 40,
-            backoff_max_ms: 100,
-        })
+        RoundtableClient::new(
+            &RoundtableSettings {
+                api_url: "http://upstream.test/base/".into(),
+                api_key: None,
+                api_version: version,
+                attempt_timeout_ms: 100,
+                deadline_ms: 1000,
+                max_attempts: 3,
+                backoff_base_ms: 40,
+                backoff_max_ms: 100,
+                circuit_failure_threshold: 5,
+                circuit_cool_down_ms: 1000,
+            },
+            Arc::new(Metrics::new()),
+        )
         .expect("client builds")
     }
 

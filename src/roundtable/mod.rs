@@ -1,9 +1,11 @@
 //! Where session reports come from: Roundtable's API in production, a
 //! built-in set of sessions in demo mode. Both hand back the same [`Report`].
 
+mod breaker;
 mod client;
 mod demo;
 
+pub use breaker::{CircuitBreaker, CircuitState};
 pub use client::{ApiVersion, RoundtableClient, RoundtableSettings};
 pub use demo::{DemoReportSource, DEMO_SESSIONS};
 
@@ -42,6 +44,8 @@ pub enum FetchError {
     Connect(String),
     #[error("upstream body is not a report: {0}")]
     InvalidBody(#[from] ReadError),
+    #[error("circuit open after repeated upstream failures; not calling")]
+    CircuitOpen,
 }
 
 impl FetchError {
@@ -55,6 +59,7 @@ impl FetchError {
             FetchError::Timeout => "upstream_timeout",
             FetchError::Connect(_) => "upstream_unreachable",
             FetchError::InvalidBody(_) => "upstream_invalid_report",
+            FetchError::CircuitOpen => "upstream_circuit_open",
         }
     }
 

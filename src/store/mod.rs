@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::config::DatabaseSettings;
@@ -30,6 +31,20 @@ pub enum StoreError {
     Database(#[source] sqlx::Error),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The database took longer than the configured bound; nothing was committed.
+    #[error("database did not answer within {0:?}")]
+    TimedOut(Duration),
+    /// Another request took over this idempotency key (its lease had run out)
+    /// and finished first; this evaluation was rolled back.
+    #[error("idempotency key was taken over by another request")]
+    IdempotencyLost,
+}
+
+impl StoreError {
+    /// Whether a retry may cure it (answers 503 with Retry-After).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_) | StoreError::TimedOut(_))
+    }
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -71,13 +86,53 @@ fn is_transient(error: &sqlx::Error) -> bool {
     }
 }
 
+/// An idempotency key: the caller's key, scoped to the API key's name, and a
+/// hash of the request body it was first used with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyKey {
+    pub scope: String,
+    pub key: String,
+    pub request_hash: String,
+}
+
+/// What claiming an idempotency key found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// This request owns the key and must evaluate.
+    Acquired,
+    /// An earlier request with the same body finished: replay its evaluation.
+    Completed(Uuid),
+    /// An earlier request with the same body is still evaluating.
+    InProgress,
+    /// The key was used with a different body.
+    Mismatch,
+}
+
 /// Where evaluations live.
 #[async_trait]
 pub trait Store: Send + Sync {
     /// Applies pending migrations.
     async fn migrate(&self) -> Result<(), StoreError>;
-    /// Stores one evaluation, all or nothing.
-    async fn insert_evaluation(&self, evaluation: &Evaluation) -> Result<(), StoreError>;
+    /// Stores one evaluation and, in the same transaction, marks its
+    /// idempotency key completed: all or nothing.
+    async fn insert_evaluation(
+        &self,
+        evaluation: &Evaluation,
+        idempotency: Option<&IdempotencyKey>,
+    ) -> Result<(), StoreError>;
+    /// Claims a key: inserts it, or takes over one that expired or whose
+    /// in-progress lease ran out; otherwise reports what holds it.
+    async fn claim_idempotency_key(
+        &self,
+        key: &IdempotencyKey,
+        now: DateTime<Utc>,
+        lease: Duration,
+        ttl: Duration,
+    ) -> Result<Claim, StoreError>;
+    /// Gives up an in-progress claim (the evaluation failed), so a retry may run.
+    async fn release_idempotency_key(&self, key: &IdempotencyKey) -> Result<(), StoreError>;
+    /// Deletes keys past their time to live; returns how many.
+    async fn purge_expired_idempotency_keys(&self, now: DateTime<Utc>) -> Result<u64, StoreError>;
     async fn get_evaluation(&self, id: Uuid) -> Result<Option<Evaluation>, StoreError>;
     /// Newest first, at most `filter.limit` rows.
     async fn list_evaluations(
@@ -86,6 +141,8 @@ pub trait Store: Send + Sync {
     ) -> Result<Vec<Evaluation>, StoreError>;
     /// Whether the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
+    /// Connections: (in use, idle, max).
+    fn pool_stats(&self) -> (u32, u32, u32);
 }
 
 /// Opens the store the URL names. Does not migrate.
@@ -138,6 +195,7 @@ struct EvaluationRow {
     total_ms: i64,
     report_shape: Option<String>,
     report_snapshot: Option<String>,
+    request_id: Option<String>,
 }
 
 impl EvaluationRow {
@@ -169,8 +227,24 @@ impl EvaluationRow {
             },
             report_shape: self.report_shape,
             report_snapshot: self.report_snapshot,
+            request_id: self.request_id,
         })
     }
+}
+
+/// Decides a claim from the row that holds the key.
+fn claim_from(key: &IdempotencyKey, held_hash: &str, evaluation_id: Option<Uuid>) -> Claim {
+    if held_hash != key.request_hash {
+        Claim::Mismatch
+    } else if let Some(id) = evaluation_id {
+        Claim::Completed(id)
+    } else {
+        Claim::InProgress
+    }
+}
+
+fn chrono_duration(duration: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(duration).unwrap_or(chrono::Duration::MAX)
 }
 
 /// The JSON columns as text, encoded once for either backend.

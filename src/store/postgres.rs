@@ -3,18 +3,22 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, QueryBuilder, Row};
 use uuid::Uuid;
 
-use super::{EncodedJson, EvaluationRow, Store, StoreError};
+use super::{
+    chrono_duration, claim_from, Claim, EncodedJson, EvaluationRow, IdempotencyKey, Store,
+    StoreError,
+};
 use crate::evaluation::{Evaluation, EvaluationFilter};
 
 const COLUMNS: &str = "id, created_at, session_id, event, user_id, amount::text AS amount, \
     currency, metadata::text AS metadata, decision, score, reasons::text AS reasons, \
     policy_version, degraded, degraded_reason, session_replay_url, \
     upstream_attempts::bigint AS upstream_attempts, upstream_ms::bigint AS upstream_ms, \
-    total_ms::bigint AS total_ms, report_shape, report_snapshot::text AS report_snapshot";
+    total_ms::bigint AS total_ms, report_shape, report_snapshot::text AS report_snapshot, request_id";
 
 /// Evaluations in PostgreSQL.
 #[derive(Debug, Clone)]
@@ -34,10 +38,6 @@ impl PostgresStore {
             .connect(url)
             .await?;
         Ok(Self { pool })
-    }
-
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
     }
 }
 
@@ -63,6 +63,7 @@ fn read_row(row: &PgRow) -> Result<Evaluation, StoreError> {
         total_ms: row.try_get("total_ms")?,
         report_shape: row.try_get("report_shape")?,
         report_snapshot: row.try_get("report_snapshot")?,
+        request_id: row.try_get("request_id")?,
     }
     .into_evaluation()
 }
@@ -81,15 +82,21 @@ impl Store for PostgresStore {
     }
 
     #[tracing::instrument(name = "store.insert_evaluation", skip_all, fields(id = %evaluation.id))]
-    async fn insert_evaluation(&self, evaluation: &Evaluation) -> Result<(), StoreError> {
+    async fn insert_evaluation(
+        &self,
+        evaluation: &Evaluation,
+        idempotency: Option<&IdempotencyKey>,
+    ) -> Result<(), StoreError> {
         let json = EncodedJson::of(evaluation)?;
         let t = &evaluation.timings;
+        let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO evaluations (id, created_at, session_id, event, user_id, amount, currency, \
              metadata, decision, score, reasons, policy_version, degraded, degraded_reason, \
-             session_replay_url, upstream_attempts, upstream_ms, total_ms, report_shape, report_snapshot) \
+             session_replay_url, upstream_attempts, upstream_ms, total_ms, report_shape, report_snapshot, \
+             request_id) \
              VALUES ($1, $2, $3, $4, $5, $6::numeric, $7, $8::jsonb, $9, $10, $11::jsonb, $12, $13, \
-             $14, $15, $16, $17, $18, $19, $20::json)",
+             $14, $15, $16, $17, $18, $19, $20::json, $21)",
         )
         .bind(evaluation.id)
         .bind(evaluation.created_at)
@@ -111,9 +118,97 @@ impl Store for PostgresStore {
         .bind(saturating_i32(t.total_ms))
         .bind(&evaluation.report_shape)
         .bind(&evaluation.report_snapshot)
+        .bind(&evaluation.request_id)
+        .execute(&mut *tx)
+        .await?;
+        if let Some(key) = idempotency {
+            let done = sqlx::query(
+                "UPDATE idempotency_keys SET evaluation_id = $1 \
+                 WHERE scope = $2 AND key = $3 AND request_hash = $4 AND evaluation_id IS NULL",
+            )
+            .bind(evaluation.id)
+            .bind(&key.scope)
+            .bind(&key.key)
+            .bind(&key.request_hash)
+            .execute(&mut *tx)
+            .await?;
+            if done.rows_affected() != 1 {
+                return Err(StoreError::IdempotencyLost);
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn claim_idempotency_key(
+        &self,
+        key: &IdempotencyKey,
+        now: DateTime<Utc>,
+        lease: Duration,
+        ttl: Duration,
+    ) -> Result<Claim, StoreError> {
+        // One statement: insert, or take over a key that expired or whose
+        // in-progress owner's lease ran out. The primary key serialises racers.
+        let acquired = sqlx::query(
+            "INSERT INTO idempotency_keys (scope, key, request_hash, evaluation_id, locked_until, expires_at, created_at) \
+             VALUES ($1, $2, $3, NULL, $4, $5, $6) \
+             ON CONFLICT (scope, key) DO UPDATE SET request_hash = EXCLUDED.request_hash, \
+                 evaluation_id = NULL, locked_until = EXCLUDED.locked_until, \
+                 expires_at = EXCLUDED.expires_at, created_at = EXCLUDED.created_at \
+             WHERE idempotency_keys.expires_at <= EXCLUDED.created_at \
+                OR (idempotency_keys.evaluation_id IS NULL \
+                    AND idempotency_keys.locked_until <= EXCLUDED.created_at \
+                    AND idempotency_keys.request_hash = EXCLUDED.request_hash) \
+             RETURNING 1",
+        )
+        .bind(&key.scope)
+        .bind(&key.key)
+        .bind(&key.request_hash)
+        .bind(now + chrono_duration(lease))
+        .bind(now + chrono_duration(ttl))
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        if acquired.is_some() {
+            return Ok(Claim::Acquired);
+        }
+        let held = sqlx::query(
+            "SELECT request_hash, evaluation_id FROM idempotency_keys WHERE scope = $1 AND key = $2",
+        )
+        .bind(&key.scope)
+        .bind(&key.key)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(match held {
+            Some(row) => claim_from(
+                key,
+                row.try_get("request_hash")?,
+                row.try_get("evaluation_id")?,
+            ),
+            // Purged between the two statements: the next attempt will insert.
+            None => Claim::InProgress,
+        })
+    }
+
+    async fn release_idempotency_key(&self, key: &IdempotencyKey) -> Result<(), StoreError> {
+        sqlx::query(
+            "DELETE FROM idempotency_keys \
+             WHERE scope = $1 AND key = $2 AND request_hash = $3 AND evaluation_id IS NULL",
+        )
+        .bind(&key.scope)
+        .bind(&key.key)
+        .bind(&key.request_hash)
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    async fn purge_expired_idempotency_keys(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        let purged = sqlx::query("DELETE FROM idempotency_keys WHERE expires_at <= $1")
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(purged.rows_affected())
     }
 
     async fn get_evaluation(&self, id: Uuid) -> Result<Option<Evaluation>, StoreError> {
@@ -163,5 +258,15 @@ impl Store for PostgresStore {
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
+    }
+
+    fn pool_stats(&self) -> (u32, u32, u32) {
+        let idle = u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX);
+        let size = self.pool.size();
+        (
+            size.saturating_sub(idle),
+            idle,
+            self.pool.options().get_max_connections(),
+        )
     }
 }

@@ -12,12 +12,15 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Row, Sqlite};
 use uuid::Uuid;
 
-use super::{EncodedJson, EvaluationRow, Store, StoreError};
+use super::{
+    chrono_duration, claim_from, Claim, EncodedJson, EvaluationRow, IdempotencyKey, Store,
+    StoreError,
+};
 use crate::evaluation::{Evaluation, EvaluationFilter};
 
 const COLUMNS: &str = "id, created_at, session_id, event, user_id, amount, currency, metadata, \
     decision, score, reasons, policy_version, degraded, degraded_reason, session_replay_url, \
-    upstream_attempts, upstream_ms, total_ms, report_shape, report_snapshot";
+    upstream_attempts, upstream_ms, total_ms, report_shape, report_snapshot, request_id";
 
 /// Evaluations in a SQLite file.
 #[derive(Debug, Clone)]
@@ -77,6 +80,7 @@ fn read_row(row: &SqliteRow) -> Result<Evaluation, StoreError> {
         total_ms: row.try_get("total_ms")?,
         report_shape: row.try_get("report_shape")?,
         report_snapshot: row.try_get("report_snapshot")?,
+        request_id: row.try_get("request_id")?,
     }
     .into_evaluation()
 }
@@ -91,14 +95,20 @@ impl Store for SqliteStore {
     }
 
     #[tracing::instrument(name = "store.insert_evaluation", skip_all, fields(id = %evaluation.id))]
-    async fn insert_evaluation(&self, evaluation: &Evaluation) -> Result<(), StoreError> {
+    async fn insert_evaluation(
+        &self,
+        evaluation: &Evaluation,
+        idempotency: Option<&IdempotencyKey>,
+    ) -> Result<(), StoreError> {
         let json = EncodedJson::of(evaluation)?;
         let t = &evaluation.timings;
+        let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO evaluations (id, created_at, session_id, event, user_id, amount, currency, \
              metadata, decision, score, reasons, policy_version, degraded, degraded_reason, \
-             session_replay_url, upstream_attempts, upstream_ms, total_ms, report_shape, report_snapshot) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             session_replay_url, upstream_attempts, upstream_ms, total_ms, report_shape, report_snapshot, \
+             request_id) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(evaluation.id.to_string())
         .bind(millis(evaluation.created_at))
@@ -120,9 +130,97 @@ impl Store for SqliteStore {
         .bind(i64::from(t.total_ms))
         .bind(&evaluation.report_shape)
         .bind(&evaluation.report_snapshot)
+        .bind(&evaluation.request_id)
+        .execute(&mut *tx)
+        .await?;
+        if let Some(key) = idempotency {
+            let done = sqlx::query(
+                "UPDATE idempotency_keys SET evaluation_id = ? \
+                 WHERE scope = ? AND key = ? AND request_hash = ? AND evaluation_id IS NULL",
+            )
+            .bind(evaluation.id.to_string())
+            .bind(&key.scope)
+            .bind(&key.key)
+            .bind(&key.request_hash)
+            .execute(&mut *tx)
+            .await?;
+            if done.rows_affected() != 1 {
+                return Err(StoreError::IdempotencyLost);
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn claim_idempotency_key(
+        &self,
+        key: &IdempotencyKey,
+        now: DateTime<Utc>,
+        lease: Duration,
+        ttl: Duration,
+    ) -> Result<Claim, StoreError> {
+        // As on PostgreSQL: one upsert, the primary key serialising racers.
+        let acquired = sqlx::query(
+            "INSERT INTO idempotency_keys (scope, key, request_hash, evaluation_id, locked_until, expires_at, created_at) \
+             VALUES (?1, ?2, ?3, NULL, ?4, ?5, ?6) \
+             ON CONFLICT (scope, key) DO UPDATE SET request_hash = excluded.request_hash, \
+                 evaluation_id = NULL, locked_until = excluded.locked_until, \
+                 expires_at = excluded.expires_at, created_at = excluded.created_at \
+             WHERE idempotency_keys.expires_at <= excluded.created_at \
+                OR (idempotency_keys.evaluation_id IS NULL \
+                    AND idempotency_keys.locked_until <= excluded.created_at \
+                    AND idempotency_keys.request_hash = excluded.request_hash) \
+             RETURNING 1",
+        )
+        .bind(&key.scope)
+        .bind(&key.key)
+        .bind(&key.request_hash)
+        .bind(millis(now + chrono_duration(lease)))
+        .bind(millis(now + chrono_duration(ttl)))
+        .bind(millis(now))
+        .fetch_optional(&self.pool)
+        .await?;
+        if acquired.is_some() {
+            return Ok(Claim::Acquired);
+        }
+        let held = sqlx::query(
+            "SELECT request_hash, evaluation_id FROM idempotency_keys WHERE scope = ? AND key = ?",
+        )
+        .bind(&key.scope)
+        .bind(&key.key)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = held else {
+            return Ok(Claim::InProgress);
+        };
+        let evaluation_id: Option<String> = row.try_get("evaluation_id")?;
+        let evaluation_id = evaluation_id
+            .map(|id| {
+                Uuid::parse_str(&id).map_err(|e| StoreError::Corrupt(format!("evaluation_id: {e}")))
+            })
+            .transpose()?;
+        Ok(claim_from(key, row.try_get("request_hash")?, evaluation_id))
+    }
+
+    async fn release_idempotency_key(&self, key: &IdempotencyKey) -> Result<(), StoreError> {
+        sqlx::query(
+            "DELETE FROM idempotency_keys \
+             WHERE scope = ? AND key = ? AND request_hash = ? AND evaluation_id IS NULL",
+        )
+        .bind(&key.scope)
+        .bind(&key.key)
+        .bind(&key.request_hash)
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    async fn purge_expired_idempotency_keys(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        let purged = sqlx::query("DELETE FROM idempotency_keys WHERE expires_at <= ?")
+            .bind(millis(now))
+            .execute(&self.pool)
+            .await?;
+        Ok(purged.rows_affected())
     }
 
     async fn get_evaluation(&self, id: Uuid) -> Result<Option<Evaluation>, StoreError> {
@@ -172,5 +270,15 @@ impl Store for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
+    }
+
+    fn pool_stats(&self) -> (u32, u32, u32) {
+        let idle = u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX);
+        let size = self.pool.size();
+        (
+            size.saturating_sub(idle),
+            idle,
+            self.pool.options().get_max_connections(),
+        )
     }
 }

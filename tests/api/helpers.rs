@@ -111,7 +111,7 @@ async fn create_postgres_database() -> (String, String) {
     let mut admin = PgConnection::connect(admin_url)
         .await
         .unwrap_or_else(|e| panic!("PostgreSQL at {admin_url} is required for these tests: {e}"));
-    let name = format!("riskgate_test_{}", uuid::Uuid::new_v4().simple());
+    let name = format!("riskgate_test_{}", uuid::Uuid::now_v7().simple());
     admin
         .execute(format!("CREATE DATABASE \"{name}\"").as_str())
         .await
