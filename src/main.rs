@@ -32,11 +32,17 @@ enum Command {
     },
     /// Apply pending database migrations and exit.
     Migrate,
+    /// Print the OpenAPI 3.1 document (as served at /openapi.json) and exit.
+    Openapi,
 }
 
 #[actix_web::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Openapi) {
+        println!("{}", riskgate::api::openapi::document());
+        return ExitCode::SUCCESS;
+    }
     let demo = matches!(cli.command, Command::Serve { demo: true });
     let mut env: std::collections::HashMap<String, String> = std::env::vars().collect();
     if demo {
@@ -54,6 +60,7 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve { .. } => serve(settings).await,
         Command::Migrate => migrate(settings).await,
+        Command::Openapi => Ok(()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -12,7 +12,8 @@ use uuid::Uuid;
 
 use super::auth::Caller;
 use super::body::read_json;
-use super::problem::ApiError;
+use super::openapi::EvaluationRequestBody;
+use super::problem::{ApiError, Problem};
 use super::request_id::RequestId;
 use super::AppState;
 use crate::domain::{Decision, EvaluationRequest, FieldError};
@@ -24,6 +25,34 @@ const DEFAULT_LIMIT: u32 = 50;
 const MAX_LIMIT: u32 = 200;
 
 /// `POST /v1/evaluations`
+#[utoipa::path(
+    post,
+    path = "/v1/evaluations",
+    tag = "evaluations",
+    summary = "Evaluate a session: allow, review or block",
+    description = "Fetches the Roundtable session report, applies the policy, stores the verdict and returns it. \
+        Upstream trouble never fails the call: the verdict is then `degraded` and decided by the policy's fail mode.",
+    request_body(content = EvaluationRequestBody, content_type = "application/json"),
+    params(
+        ("Idempotency-Key" = Option<String>, Header, description = "Repeats with the same key and body return the stored verdict (24 h by default)"),
+        ("X-Request-Id" = Option<String>, Header, description = "Echoed back and stored; made when absent"),
+    ),
+    responses(
+        (status = 200, description = "The stored evaluation", body = Evaluation,
+            headers(
+                ("Location" = String, description = "The evaluation's URL"),
+                ("Idempotent-Replayed" = String, description = "`true` when replayed for a repeated Idempotency-Key"),
+            )),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or unknown API key", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Same Idempotency-Key still in progress (Retry-After)", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields, or Idempotency-Key reused with another body", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable (Retry-After); nothing stored", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
 #[tracing::instrument(name = "api.create_evaluation", skip_all)]
 pub async fn create(
     req: HttpRequest,
@@ -104,6 +133,24 @@ struct WithReport<'a> {
 }
 
 /// `GET /v1/evaluations/{id}` (`?include=report` adds the stored report).
+#[utoipa::path(
+    get,
+    path = "/v1/evaluations/{id}",
+    tag = "evaluations",
+    summary = "One evaluation",
+    params(
+        ("id" = Uuid, Path, description = "Evaluation id"),
+        ("include" = Option<String>, Query, description = "`report` adds the upstream report as served, under `report`"),
+    ),
+    responses(
+        (status = 200, description = "The evaluation", body = Evaluation),
+        (status = 401, description = "Missing or unknown API key", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such evaluation", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Unknown query parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
 #[tracing::instrument(name = "api.get_evaluation", skip_all)]
 pub async fn get(
     req: HttpRequest,
@@ -143,14 +190,38 @@ pub async fn get(
     }))
 }
 
-#[derive(Serialize)]
-struct Page {
+/// One page of evaluations, newest first.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = EvaluationPage)]
+pub struct Page {
     items: Vec<Evaluation>,
     /// Pass as `cursor` for the next page; `null` on the last one.
     next_cursor: Option<String>,
 }
 
 /// `GET /v1/evaluations?session_id=&user_id=&decision=&event=&since=&limit=&cursor=`
+#[utoipa::path(
+    get,
+    path = "/v1/evaluations",
+    tag = "evaluations",
+    summary = "List evaluations, newest first (keyset pagination)",
+    params(
+        ("session_id" = Option<String>, Query),
+        ("user_id" = Option<String>, Query),
+        ("decision" = Option<Decision>, Query),
+        ("event" = Option<String>, Query),
+        ("since" = Option<String>, Query, description = "RFC 3339 time, inclusive"),
+        ("limit" = Option<u32>, Query, description = "1 to 200, default 50"),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "A page", body = Page),
+        (status = 401, description = "Missing or unknown API key", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid or unknown query parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
 #[tracing::instrument(name = "api.list_evaluations", skip_all)]
 pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let filter = parse_filter(req.query_string())?;

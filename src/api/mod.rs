@@ -5,6 +5,7 @@ mod auth;
 mod body;
 mod evaluations;
 mod health;
+pub mod openapi;
 pub mod problem;
 mod request_id;
 
@@ -33,6 +34,8 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
         .route("/metrics", web::get().to(health::metrics))
+        .route("/openapi.json", web::get().to(openapi::openapi_json))
+        .route("/docs", web::get().to(openapi::docs_page))
         .service(
             web::scope("/v1")
                 .wrap(from_fn(auth::require_api_key))

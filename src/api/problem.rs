@@ -142,24 +142,28 @@ impl ApiError {
     }
 }
 
-#[derive(Serialize)]
-struct Problem<'a> {
+/// An RFC 9457 problem.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Problem {
+    /// `urn:riskgate:problem:<code>`, stable: clients may branch on it.
     #[serde(rename = "type")]
-    kind: String,
-    title: &'a str,
-    status: u16,
-    detail: String,
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
     /// The first offending field, for clients that show one message.
     #[serde(skip_serializing_if = "Option::is_none")]
-    field: Option<&'a str>,
-    #[serde(skip_serializing_if = "<[_]>::is_empty")]
-    errors: Vec<FieldProblem<'a>>,
+    pub field: Option<String>,
+    /// Every offending field (422).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldProblem>,
 }
 
-#[derive(Serialize)]
-struct FieldProblem<'a> {
-    field: &'a str,
-    detail: &'a str,
+/// One invalid field and what is wrong with it.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct FieldProblem {
+    pub field: String,
+    pub detail: String,
 }
 
 impl ResponseError for ApiError {
@@ -172,26 +176,26 @@ impl ResponseError for ApiError {
         if kind.status.is_server_error() {
             tracing::error!(error = ?self, "request failed");
         }
-        let errors: Vec<FieldProblem<'_>> = match self {
+        let errors: Vec<FieldProblem> = match self {
             ApiError::Validation(errors) => errors
                 .iter()
                 .map(|e| FieldProblem {
-                    field: &e.field,
-                    detail: &e.message,
+                    field: e.field.clone(),
+                    detail: e.message.clone(),
                 })
                 .collect(),
             ApiError::IdempotencyKeyReused => vec![FieldProblem {
-                field: "Idempotency-Key",
-                detail: "was used with a different request body",
+                field: "Idempotency-Key".to_owned(),
+                detail: "was used with a different request body".to_owned(),
             }],
             _ => Vec::new(),
         };
         let problem = Problem {
             kind: format!("urn:riskgate:problem:{}", kind.code),
-            title: kind.title,
+            title: kind.title.to_owned(),
             status: kind.status.as_u16(),
             detail: self.detail(),
-            field: errors.first().map(|e| e.field),
+            field: errors.first().map(|e| e.field.clone()),
             errors,
         };
         let mut response = HttpResponse::build(kind.status);

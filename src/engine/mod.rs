@@ -24,7 +24,7 @@ pub struct Verdict {
 }
 
 /// What a reason is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ReasonCode {
     /// A failed check added to the score.
@@ -44,7 +44,7 @@ pub enum ReasonCode {
 }
 
 /// One contribution to a verdict.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Reason {
     pub code: ReasonCode,
     /// What a person reads.

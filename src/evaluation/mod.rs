@@ -14,7 +14,7 @@ use crate::domain::Decision;
 use crate::engine::Reason;
 
 /// One stored decision.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Evaluation {
     pub id: Uuid,
     pub created_at: DateTime<Utc>,
@@ -23,6 +23,7 @@ pub struct Evaluation {
     pub user_id: Option<String>,
     pub amount: Option<String>,
     pub currency: Option<String>,
+    #[schema(value_type = Option<Object>)]
     pub metadata: Option<Map<String, Value>>,
     pub decision: Decision,
     pub score: f64,
@@ -43,7 +44,7 @@ pub struct Evaluation {
 }
 
 /// How long the evaluation took, and what the upstream cost.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Timings {
     pub upstream_attempts: u32,
     pub upstream_ms: u32,

@@ -108,7 +108,9 @@ impl Evaluator {
         let Some(key) = call.idempotency.clone() else {
             return Ok(Outcome::Created(self.evaluate_once(call, None).await?));
         };
-        let give_up = Instant::now() + self.lease();
+        // Wait about as long as a first request normally takes; past that,
+        // answer 409 and let the caller retry rather than hold the checkout.
+        let give_up = Instant::now() + self.limits.deadline + self.limits.database_timeout * 2;
         let mut pause = Duration::from_millis(10);
         loop {
             let claim = self.bounded(self.store.claim_idempotency_key(

@@ -313,4 +313,81 @@ mod tests {
             assert_eq!(kind(&err), *expected, "{:?}", String::from_utf8_lossy(body));
         }
     }
+
+    mod properties {
+        use super::super::read_report;
+        use proptest::prelude::*;
+        use serde_json::{Map, Value};
+
+        /// JSON built from the report's own keys, so that the reader's
+        /// branches are reached with every type in every place.
+        fn json() -> impl Strategy<Value = Value> {
+            let key = prop_oneof![
+                Just("session_id"),
+                Just("user_id"),
+                Just("user_logs"),
+                Just("failed_checks"),
+                Just("biometric_checks"),
+                Just("device_checks"),
+                Just("risk_score"),
+                Just("tags"),
+                Just("session_replay"),
+                Just("action"),
+                Just("check"),
+                Just("timestamp"),
+                Just("unix_timestamp"),
+                Just("url"),
+                Just("duration_seconds"),
+                Just("bot"),
+                Just("recommended_action"),
+                Just("x"),
+            ];
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::Bool),
+                any::<i64>().prop_map(Value::from),
+                any::<f64>().prop_map(
+                    |f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)
+                ),
+                prop_oneof![
+                    Just("Detected".to_owned()),
+                    Just("Unknown".to_owned()),
+                    ".{0,12}"
+                ]
+                .prop_map(Value::String),
+            ];
+            leaf.prop_recursive(4, 64, 8, move |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),
+                    prop::collection::vec((key.clone(), inner), 0..8).prop_map(|pairs| {
+                        Value::Object(
+                            pairs
+                                .into_iter()
+                                .map(|(k, v)| (k.to_owned(), v))
+                                .collect::<Map<_, _>>(),
+                        )
+                    }),
+                ]
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+            #[test]
+            fn any_bytes_give_a_report_or_a_typed_error(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+                let _ = read_report(&bytes);
+            }
+
+            #[test]
+            fn any_report_shaped_json_gives_a_report_or_a_typed_error(value in json()) {
+                let bytes = serde_json::to_vec(&value).expect("serialises");
+                if let Ok(report) = read_report(&bytes) {
+                    prop_assert!(report.risk_score.is_none_or(|s| s <= 100));
+                    prop_assert!(report.checks.iter().all(|c| !c.name.trim().is_empty()));
+                    prop_assert!(report.actions.iter().all(|a| !a.text.contains('\0')));
+                }
+            }
+        }
+    }
 }
