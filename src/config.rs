@@ -70,6 +70,14 @@ pub struct DatabaseSettings {
     pub timeout_ms: u64,
 }
 
+/// `[reviews]` settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReviewSettings {
+    /// How long a claim on a review item lasts.
+    pub lease_secs: u64,
+}
+
 /// `[idempotency]` settings.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -99,6 +107,7 @@ pub struct Settings {
     pub max_body_bytes: usize,
     pub database: DatabaseSettings,
     pub idempotency: IdempotencySettings,
+    pub reviews: ReviewSettings,
     pub roundtable: RoundtableSettings,
 }
 
@@ -180,6 +189,9 @@ impl Settings {
                 "database.max_connections",
                 "max_connections, acquire_timeout_ms and timeout_ms must be > 0",
             ));
+        }
+        if self.reviews.lease_secs == 0 {
+            return Err(invalid("reviews.lease_secs", "must be > 0"));
         }
         if self.idempotency.ttl_secs == 0 {
             return Err(invalid("idempotency.ttl_secs", "must be > 0"));

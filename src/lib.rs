@@ -15,6 +15,7 @@ pub mod evaluation;
 pub mod metrics;
 pub mod policy;
 pub mod report;
+pub mod review;
 pub mod roundtable;
 pub mod startup;
 pub mod store;

@@ -14,6 +14,7 @@ use crate::api::{self, trace_request, ApiKeys, AppState};
 use crate::config::{ConfigError, Settings};
 use crate::evaluation::{Evaluator, EvaluatorLimits};
 use crate::metrics::Metrics;
+use crate::review::Reviews;
 use crate::roundtable::{CircuitBreaker, DemoReportSource, ReportSource, RoundtableClient};
 use crate::store::{self, StoreError};
 
@@ -109,6 +110,12 @@ impl Application {
             database_timeout: Duration::from_millis(settings.database.timeout_ms),
             idempotency_ttl: Duration::from_secs(settings.idempotency.ttl_secs),
         };
+        let reviews = Reviews::new(
+            store.clone(),
+            policy.clone(),
+            Duration::from_secs(settings.reviews.lease_secs),
+            limits.database_timeout,
+        );
         let state = web::Data::new(AppState {
             evaluator: Evaluator::new(
                 source,
@@ -117,6 +124,7 @@ impl Application {
                 metrics.clone(),
                 limits,
             ),
+            reviews,
             metrics,
             max_body_bytes: settings.max_body_bytes,
         });

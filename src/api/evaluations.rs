@@ -27,7 +27,7 @@ const MAX_LIMIT: u32 = 200;
 /// `POST /v1/evaluations`
 #[utoipa::path(
     post,
-    path = "/v1/evaluations",
+    path = "/v1/evaluations", operation_id = "create_evaluation",
     tag = "evaluations",
     summary = "Evaluate a session: allow, review or block",
     description = "Fetches the Roundtable session report, applies the policy, stores the verdict and returns it. \
@@ -135,7 +135,7 @@ struct WithReport<'a> {
 /// `GET /v1/evaluations/{id}` (`?include=report` adds the stored report).
 #[utoipa::path(
     get,
-    path = "/v1/evaluations/{id}",
+    path = "/v1/evaluations/{id}", operation_id = "get_evaluation",
     tag = "evaluations",
     summary = "One evaluation",
     params(
@@ -202,7 +202,7 @@ pub struct Page {
 /// `GET /v1/evaluations?session_id=&user_id=&decision=&event=&since=&limit=&cursor=`
 #[utoipa::path(
     get,
-    path = "/v1/evaluations",
+    path = "/v1/evaluations", operation_id = "list_evaluations",
     tag = "evaluations",
     summary = "List evaluations, newest first (keyset pagination)",
     params(

@@ -8,6 +8,7 @@ mod health;
 pub mod openapi;
 pub mod problem;
 mod request_id;
+mod reviews;
 
 pub use auth::{ApiKeys, Caller};
 pub use request_id::{trace_request, RequestId};
@@ -19,11 +20,13 @@ use std::sync::Arc;
 
 use crate::evaluation::Evaluator;
 use crate::metrics::Metrics;
+use crate::review::Reviews;
 use problem::ApiError;
 
 /// What handlers share.
 pub struct AppState {
     pub evaluator: Evaluator,
+    pub reviews: Reviews,
     pub metrics: Arc<Metrics>,
     pub max_body_bytes: usize,
 }
@@ -49,9 +52,39 @@ pub fn routes(config: &mut web::ServiceConfig) {
                     web::resource("/evaluations/{id}")
                         .route(web::get().to(evaluations::get))
                         .default_service(web::to(method_not_allowed)),
+                )
+                .service(post_only("/evaluations/{id}/label", reviews::label))
+                .service(
+                    web::resource("/reviews")
+                        .route(web::get().to(reviews::list))
+                        .default_service(web::to(method_not_allowed)),
+                )
+                .service(post_only("/reviews/next", reviews::next))
+                .service(
+                    web::resource("/reviews/{id}")
+                        .route(web::get().to(reviews::get))
+                        .default_service(web::to(method_not_allowed)),
+                )
+                .service(post_only("/reviews/{id}/claim", reviews::claim))
+                .service(post_only("/reviews/{id}/resolve", reviews::resolve))
+                .service(
+                    web::resource("/stats")
+                        .route(web::get().to(reviews::stats))
+                        .default_service(web::to(method_not_allowed)),
                 ),
         )
         .default_service(web::to(route_not_found));
+}
+
+fn post_only<F, Args>(path: &str, handler: F) -> actix_web::Resource
+where
+    F: actix_web::Handler<Args>,
+    Args: actix_web::FromRequest + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
+    web::resource(path)
+        .route(web::post().to(handler))
+        .default_service(web::to(method_not_allowed))
 }
 
 async fn route_not_found() -> Result<HttpResponse, ApiError> {

@@ -64,16 +64,29 @@ impl Modify for BearerAuth {
         super::evaluations::create,
         super::evaluations::get,
         super::evaluations::list,
+        super::reviews::label,
+        super::reviews::list,
+        super::reviews::get,
+        super::reviews::next,
+        super::reviews::claim,
+        super::reviews::resolve,
+        super::reviews::stats,
         super::health::healthz,
         super::health::readyz,
         super::health::metrics,
     ),
     components(schemas(
-        EvaluationRequestBody, Evaluation, Page, Reason, ReasonCode, Decision, Timings, Problem, FieldProblem
+        EvaluationRequestBody, Evaluation, Page, Reason, ReasonCode, Decision, Timings, Problem, FieldProblem,
+        super::reviews::ReviewPage, super::reviews::ResolveBody, super::reviews::LabelBody,
+        crate::review::ReviewItem, crate::review::ReviewDetail, crate::review::AuditEntry,
+        crate::review::TimelineEntry, crate::review::LabelRecord, crate::review::Stats,
+        crate::review::Percentiles, crate::review::ReviewStatus, crate::review::ReviewOutcome,
+        crate::review::Label
     )),
     modifiers(&BearerAuth),
     tags(
         (name = "evaluations", description = "Decide on a session, and read past decisions"),
+        (name = "reviews", description = "The review queue, labels, and the numbers to tune the policy with"),
         (name = "operations", description = "Health and metrics (no key needed)"),
     )
 )]

@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use crate::domain::FieldError;
 use crate::evaluation::EvaluateError;
+use crate::review::ReviewConflict;
 use crate::store::StoreError;
 
 /// Media type of every error body.
@@ -35,6 +36,8 @@ pub enum ApiError {
     IdempotencyKeyReused,
     #[error("a request with this Idempotency-Key is still being evaluated; retry shortly")]
     IdempotencyInProgress,
+    #[error("{0}")]
+    ReviewConflict(ReviewConflict),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -85,6 +88,16 @@ impl ApiError {
                 "validation-failed",
                 "Request fields are invalid",
                 StatusCode::UNPROCESSABLE_ENTITY,
+            ),
+            ApiError::ReviewConflict(ReviewConflict::AlreadyResolved) => (
+                "review-already-resolved",
+                "Review item already resolved",
+                StatusCode::CONFLICT,
+            ),
+            ApiError::ReviewConflict(_) => (
+                "review-not-claimable",
+                "Review item claimed by someone else, or your claim expired",
+                StatusCode::CONFLICT,
             ),
             ApiError::IdempotencyKeyReused => (
                 "idempotency-key-reused",

@@ -84,15 +84,12 @@ impl Evaluator {
         &self.store
     }
 
-    /// Runs a database call within the configured bound: a checkout cannot
-    /// wait for a pool timeout. A call cut short rolls back.
+    /// Runs a database call within the configured bound.
     pub async fn bounded<T>(
         &self,
         call: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
-        tokio::time::timeout(self.limits.database_timeout, call)
-            .await
-            .unwrap_or(Err(StoreError::TimedOut(self.limits.database_timeout)))
+        crate::store::bounded(self.limits.database_timeout, call).await
     }
 
     /// How long a claimed key stays locked before another request may take

@@ -17,6 +17,10 @@ use uuid::Uuid;
 
 use crate::config::DatabaseSettings;
 use crate::evaluation::{Evaluation, EvaluationFilter};
+use crate::review::{
+    AuditEntry, ClaimState, LabelRecord, ReviewConflict, ReviewFilter, ReviewItem, ReviewOutcome,
+    ReviewStatus, Stats,
+};
 
 /// What went wrong in storage.
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +90,14 @@ fn is_transient(error: &sqlx::Error) -> bool {
     }
 }
 
+/// The window and filter of `GET /v1/stats`.
+#[derive(Debug, Clone, Default)]
+pub struct StatsWindow {
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    pub event: Option<String>,
+}
+
 /// An idempotency key: the caller's key, scoped to the API key's name, and a
 /// hash of the request body it was first used with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,10 +151,64 @@ pub trait Store: Send + Sync {
         &self,
         filter: &EvaluationFilter,
     ) -> Result<Vec<Evaluation>, StoreError>;
+    /// The review queue, highest score first, then oldest.
+    async fn list_reviews(
+        &self,
+        filter: &ReviewFilter,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<ReviewItem>, StoreError>;
+    /// One item and its audit trail.
+    async fn get_review(
+        &self,
+        id: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<Option<(ReviewItem, Vec<AuditEntry>)>, StoreError>;
+    /// Claims the next open item (optionally of one event) atomically; `None`
+    /// when the queue is empty.
+    async fn claim_next_review(
+        &self,
+        actor: &str,
+        event: Option<&str>,
+        now: DateTime<Utc>,
+        lease: Duration,
+    ) -> Result<Option<ReviewItem>, StoreError>;
+    /// Claims (or renews a claim on) one item.
+    async fn claim_review(
+        &self,
+        id: Uuid,
+        actor: &str,
+        now: DateTime<Utc>,
+        lease: Duration,
+    ) -> Result<Result<ReviewItem, ReviewConflict>, StoreError>;
+    /// Resolves an item its actor has a live claim on, recording the outcome
+    /// as a label in the same transaction.
+    async fn resolve_review(
+        &self,
+        id: Uuid,
+        actor: &str,
+        outcome: ReviewOutcome,
+        note: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<Result<ReviewItem, ReviewConflict>, StoreError>;
+    /// Labels an evaluation; `false` when there is no such evaluation.
+    async fn add_label(&self, label: &LabelRecord) -> Result<bool, StoreError>;
+    /// Counts for `GET /v1/stats`.
+    async fn stats(&self, window: &StatsWindow, now: DateTime<Utc>) -> Result<Stats, StoreError>;
     /// Whether the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
     /// Connections: (in use, idle, max).
     fn pool_stats(&self) -> (u32, u32, u32);
+}
+
+/// Runs a database call within `limit`: callers on the request path cannot
+/// wait for a pool timeout. A call cut short rolls back.
+pub async fn bounded<T>(
+    limit: Duration,
+    call: impl std::future::Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    tokio::time::timeout(limit, call)
+        .await
+        .unwrap_or(Err(StoreError::TimedOut(limit)))
 }
 
 /// Opens the store the URL names. Does not migrate.
@@ -264,4 +330,135 @@ impl EncodedJson {
 
 fn to_json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
     serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// A review item row as both backends read it.
+struct ReviewRow {
+    id: Uuid,
+    evaluation_id: Uuid,
+    status: String,
+    score: f64,
+    event: String,
+    user_id: Option<String>,
+    created_at: DateTime<Utc>,
+    claimed_by: Option<String>,
+    claim_expires_at: Option<DateTime<Utc>>,
+    outcome: Option<String>,
+    note: Option<String>,
+    resolved_by: Option<String>,
+    resolved_at: Option<DateTime<Utc>>,
+}
+
+impl ReviewRow {
+    fn claim_state(&self) -> Result<ClaimState, StoreError> {
+        Ok(ClaimState {
+            status: ReviewStatus::parse(&self.status)
+                .ok_or_else(|| StoreError::Corrupt(format!("review status: {:?}", self.status)))?,
+            claimed_by: self.claimed_by.clone(),
+            claim_expires_at: self.claim_expires_at,
+        })
+    }
+
+    fn into_item(self, now: DateTime<Utc>) -> Result<ReviewItem, StoreError> {
+        let state = self.claim_state()?;
+        let status = state.effective(now);
+        let live_claim = status == ReviewStatus::Claimed;
+        Ok(ReviewItem {
+            id: self.id,
+            evaluation_id: self.evaluation_id,
+            status,
+            score: self.score,
+            event: self.event,
+            user_id: self.user_id,
+            created_at: self.created_at,
+            claimed_by: if live_claim || status == ReviewStatus::Resolved {
+                self.claimed_by
+            } else {
+                None
+            },
+            claim_expires_at: if live_claim {
+                self.claim_expires_at
+            } else {
+                None
+            },
+            outcome: self
+                .outcome
+                .as_deref()
+                .map(|o| {
+                    ReviewOutcome::parse(o)
+                        .ok_or_else(|| StoreError::Corrupt(format!("outcome: {o:?}")))
+                })
+                .transpose()?,
+            note: self.note,
+            resolved_by: self.resolved_by,
+            resolved_at: self.resolved_at,
+        })
+    }
+}
+
+fn decode_status(text: Option<&str>) -> Result<Option<ReviewStatus>, StoreError> {
+    text.map(|s| {
+        ReviewStatus::parse(s).ok_or_else(|| StoreError::Corrupt(format!("review status: {s:?}")))
+    })
+    .transpose()
+}
+
+/// Assembles stats from the per-backend counts (same shape on both).
+#[allow(clippy::too_many_arguments)]
+fn assemble_stats(
+    window: &StatsWindow,
+    now: DateTime<Utc>,
+    by_event_decision: Vec<(String, String, i64)>,
+    degraded: i64,
+    outcomes: Vec<(String, i64)>,
+    queue: (i64, i64, Option<DateTime<Utc>>),
+    resolution_secs: Vec<f64>,
+    decision_labels: Vec<(String, String, i64)>,
+) -> Stats {
+    let count = |n: i64| u64::try_from(n).unwrap_or(0);
+    let mut stats = Stats {
+        since: window.since,
+        until: window.until,
+        event: window.event.clone(),
+        ..Stats::default()
+    };
+    for decision in ["allow", "review", "block"] {
+        stats.by_decision.insert(decision.to_owned(), 0);
+    }
+    for (event, decision, n) in by_event_decision {
+        stats.evaluations += count(n);
+        *stats.by_decision.entry(decision.clone()).or_default() += count(n);
+        *stats
+            .by_event
+            .entry(event)
+            .or_default()
+            .entry(decision)
+            .or_default() += count(n);
+    }
+    stats.degraded = count(degraded);
+    stats.degraded_share = if stats.evaluations == 0 {
+        0.0
+    } else {
+        stats.degraded as f64 / stats.evaluations as f64
+    };
+    for outcome in ["approve", "reject"] {
+        stats.review_outcomes.insert(outcome.to_owned(), 0);
+    }
+    for (outcome, n) in outcomes {
+        stats.review_outcomes.insert(outcome, count(n));
+    }
+    let (open, claimed, oldest) = queue;
+    stats.queue_open = count(open);
+    stats.queue_claimed = count(claimed);
+    stats.oldest_open_created_at = oldest;
+    stats.oldest_open_age_secs = oldest.map(|t| (now - t).num_milliseconds() as f64 / 1000.0);
+    stats.time_to_resolution_secs = crate::review::Percentiles::of(resolution_secs);
+    for (decision, label, n) in decision_labels {
+        stats
+            .decisions_vs_labels
+            .entry(decision)
+            .or_default()
+            .insert(label, count(n));
+    }
+    stats
 }

@@ -9,10 +9,15 @@ use sqlx::{Postgres, QueryBuilder, Row};
 use uuid::Uuid;
 
 use super::{
-    chrono_duration, claim_from, Claim, EncodedJson, EvaluationRow, IdempotencyKey, Store,
-    StoreError,
+    assemble_stats, chrono_duration, claim_from, decode_status, Claim, EncodedJson, EvaluationRow,
+    IdempotencyKey, ReviewRow, StatsWindow, Store, StoreError,
 };
+use crate::domain::Decision;
 use crate::evaluation::{Evaluation, EvaluationFilter};
+use crate::review::{
+    AuditEntry, LabelRecord, ReviewConflict, ReviewFilter, ReviewItem, ReviewOutcome, ReviewStatus,
+    Stats,
+};
 
 const COLUMNS: &str = "id, created_at, session_id, event, user_id, amount::text AS amount, \
     currency, metadata::text AS metadata, decision, score, reasons::text AS reasons, \
@@ -68,6 +73,54 @@ fn read_row(row: &PgRow) -> Result<Evaluation, StoreError> {
     .into_evaluation()
 }
 
+const REVIEW_COLUMNS: &str = "id, evaluation_id, status, score, event, user_id, created_at, \
+    claimed_by, claim_expires_at, outcome, note, resolved_by, resolved_at";
+
+/// Who records the state changes riskgate makes itself.
+const SYSTEM_ACTOR: &str = "riskgate";
+
+fn read_review(row: &PgRow) -> Result<ReviewRow, StoreError> {
+    Ok(ReviewRow {
+        id: row.try_get("id")?,
+        evaluation_id: row.try_get("evaluation_id")?,
+        status: row.try_get("status")?,
+        score: row.try_get("score")?,
+        event: row.try_get("event")?,
+        user_id: row.try_get("user_id")?,
+        created_at: row.try_get("created_at")?,
+        claimed_by: row.try_get("claimed_by")?,
+        claim_expires_at: row.try_get("claim_expires_at")?,
+        outcome: row.try_get("outcome")?,
+        note: row.try_get("note")?,
+        resolved_by: row.try_get("resolved_by")?,
+        resolved_at: row.try_get("resolved_at")?,
+    })
+}
+
+async fn audit(
+    tx: &mut sqlx::Transaction<'_, Postgres>,
+    review_id: Uuid,
+    at: DateTime<Utc>,
+    actor: &str,
+    from: Option<ReviewStatus>,
+    to: ReviewStatus,
+    note: Option<&str>,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO review_audit (review_id, at, actor, from_status, to_status, note) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(review_id)
+    .bind(at)
+    .bind(actor)
+    .bind(from.map(ReviewStatus::as_str))
+    .bind(to.as_str())
+    .bind(note)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 fn saturating_i32(value: u32) -> i32 {
     i32::try_from(value).unwrap_or(i32::MAX)
 }
@@ -121,6 +174,31 @@ impl Store for PostgresStore {
         .bind(&evaluation.request_id)
         .execute(&mut *tx)
         .await?;
+        if evaluation.decision == Decision::Review {
+            let review_id = Uuid::now_v7();
+            sqlx::query(
+                "INSERT INTO review_items (id, evaluation_id, status, score, event, user_id, created_at) \
+                 VALUES ($1, $2, 'open', $3, $4, $5, $6)",
+            )
+            .bind(review_id)
+            .bind(evaluation.id)
+            .bind(evaluation.score)
+            .bind(&evaluation.event)
+            .bind(&evaluation.user_id)
+            .bind(evaluation.created_at)
+            .execute(&mut *tx)
+            .await?;
+            audit(
+                &mut tx,
+                review_id,
+                evaluation.created_at,
+                SYSTEM_ACTOR,
+                None,
+                ReviewStatus::Open,
+                None,
+            )
+            .await?;
+        }
         if let Some(key) = idempotency {
             let done = sqlx::query(
                 "UPDATE idempotency_keys SET evaluation_id = $1 \
@@ -253,6 +331,364 @@ impl Store for PostgresStore {
             .push_bind(i64::from(filter.limit));
         let rows = query.build().fetch_all(&self.pool).await?;
         rows.iter().map(read_row).collect()
+    }
+
+    async fn list_reviews(
+        &self,
+        filter: &ReviewFilter,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<ReviewItem>, StoreError> {
+        let mut query: QueryBuilder<Postgres> = QueryBuilder::new(format!(
+            "SELECT {REVIEW_COLUMNS} FROM review_items WHERE TRUE"
+        ));
+        match filter.status {
+            Some(ReviewStatus::Open) => query
+                .push(" AND (status = 'open' OR (status = 'claimed' AND claim_expires_at <= ")
+                .push_bind(now)
+                .push("))"),
+            Some(ReviewStatus::Claimed) => query
+                .push(" AND status = 'claimed' AND claim_expires_at > ")
+                .push_bind(now),
+            Some(ReviewStatus::Resolved) => query.push(" AND status = 'resolved'"),
+            None => &mut query,
+        };
+        if let Some(event) = &filter.event {
+            query.push(" AND event = ").push_bind(event);
+        }
+        if let Some(user_id) = &filter.user_id {
+            query.push(" AND user_id = ").push_bind(user_id);
+        }
+        if let Some(min_score) = filter.min_score {
+            query.push(" AND score >= ").push_bind(min_score);
+        }
+        if let Some(before) = filter.created_before {
+            query.push(" AND created_at < ").push_bind(before);
+        }
+        if let Some((score, created_at, id)) = filter.after {
+            query
+                .push(" AND (score < ")
+                .push_bind(score)
+                .push(" OR (score = ")
+                .push_bind(score)
+                .push(" AND (created_at > ")
+                .push_bind(created_at)
+                .push(" OR (created_at = ")
+                .push_bind(created_at)
+                .push(" AND id > ")
+                .push_bind(id)
+                .push("))))");
+        }
+        query
+            .push(" ORDER BY score DESC, created_at ASC, id ASC LIMIT ")
+            .push_bind(i64::from(filter.limit));
+        let rows = query.build().fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|row| read_review(row)?.into_item(now))
+            .collect()
+    }
+
+    async fn get_review(
+        &self,
+        id: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<Option<(ReviewItem, Vec<AuditEntry>)>, StoreError> {
+        let Some(row) = sqlx::query(&format!(
+            "SELECT {REVIEW_COLUMNS} FROM review_items WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let item = read_review(&row)?.into_item(now)?;
+        let trail = sqlx::query(
+            "SELECT at, actor, from_status, to_status, note FROM review_audit WHERE review_id = $1 ORDER BY id",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(AuditEntry {
+                at: row.try_get("at")?,
+                actor: row.try_get("actor")?,
+                from: decode_status(row.try_get::<Option<String>, _>("from_status")?.as_deref())?,
+                to: decode_status(Some(row.try_get::<String, _>("to_status")?.as_str()))?
+                    .unwrap_or(ReviewStatus::Open),
+                note: row.try_get("note")?,
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(Some((item, trail)))
+    }
+
+    async fn claim_next_review(
+        &self,
+        actor: &str,
+        event: Option<&str>,
+        now: DateTime<Utc>,
+        lease: Duration,
+    ) -> Result<Option<ReviewItem>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // SKIP LOCKED: concurrent reviewers each take a different item without waiting.
+        let row = sqlx::query(&format!(
+            "WITH next AS ( \
+                 SELECT id FROM review_items \
+                 WHERE (status = 'open' OR (status = 'claimed' AND claim_expires_at <= $1)) \
+                   AND ($2::text IS NULL OR event = $2) \
+                 ORDER BY score DESC, created_at ASC, id ASC \
+                 LIMIT 1 FOR UPDATE SKIP LOCKED) \
+             UPDATE review_items r SET status = 'claimed', claimed_by = $3, claim_expires_at = $4 \
+             FROM next WHERE r.id = next.id RETURNING {}",
+            REVIEW_COLUMNS
+                .split(", ")
+                .map(|c| format!("r.{c}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+        .bind(now)
+        .bind(event)
+        .bind(actor)
+        .bind(now + chrono_duration(lease))
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let item = read_review(&row)?.into_item(now)?;
+        audit(
+            &mut tx,
+            item.id,
+            now,
+            actor,
+            Some(ReviewStatus::Open),
+            ReviewStatus::Claimed,
+            None,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Some(item))
+    }
+
+    async fn claim_review(
+        &self,
+        id: Uuid,
+        actor: &str,
+        now: DateTime<Utc>,
+        lease: Duration,
+    ) -> Result<Result<ReviewItem, ReviewConflict>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let Some(row) = sqlx::query(&format!(
+            "SELECT {REVIEW_COLUMNS} FROM review_items WHERE id = $1 FOR UPDATE"
+        ))
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?
+        else {
+            return Ok(Err(ReviewConflict::NotFound));
+        };
+        let state = read_review(&row)?.claim_state()?;
+        if let Err(conflict) = state.check_claim(actor, now) {
+            return Ok(Err(conflict));
+        }
+        let row = sqlx::query(&format!(
+            "UPDATE review_items SET status = 'claimed', claimed_by = $2, claim_expires_at = $3 \
+             WHERE id = $1 RETURNING {REVIEW_COLUMNS}"
+        ))
+        .bind(id)
+        .bind(actor)
+        .bind(now + chrono_duration(lease))
+        .fetch_one(&mut *tx)
+        .await?;
+        audit(
+            &mut tx,
+            id,
+            now,
+            actor,
+            Some(state.effective(now)),
+            ReviewStatus::Claimed,
+            None,
+        )
+        .await?;
+        let item = read_review(&row)?.into_item(now)?;
+        tx.commit().await?;
+        Ok(Ok(item))
+    }
+
+    async fn resolve_review(
+        &self,
+        id: Uuid,
+        actor: &str,
+        outcome: ReviewOutcome,
+        note: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<Result<ReviewItem, ReviewConflict>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let Some(row) = sqlx::query(&format!(
+            "SELECT {REVIEW_COLUMNS} FROM review_items WHERE id = $1 FOR UPDATE"
+        ))
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?
+        else {
+            return Ok(Err(ReviewConflict::NotFound));
+        };
+        let current = read_review(&row)?;
+        if let Err(conflict) = current.claim_state()?.check_resolve(actor, now) {
+            return Ok(Err(conflict));
+        }
+        let row = sqlx::query(&format!(
+            "UPDATE review_items SET status = 'resolved', outcome = $2, note = $3, resolved_by = $4, \
+             resolved_at = $5 WHERE id = $1 RETURNING {REVIEW_COLUMNS}"
+        ))
+        .bind(id)
+        .bind(outcome.as_str())
+        .bind(note)
+        .bind(actor)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        audit(
+            &mut tx,
+            id,
+            now,
+            actor,
+            Some(ReviewStatus::Claimed),
+            ReviewStatus::Resolved,
+            note,
+        )
+        .await?;
+        sqlx::query(
+            "INSERT INTO labels (id, evaluation_id, label, source, note, created_by, created_at) \
+             VALUES ($1, $2, $3, 'review', $4, $5, $6)",
+        )
+        .bind(Uuid::now_v7())
+        .bind(current.evaluation_id)
+        .bind(outcome.label().as_str())
+        .bind(note)
+        .bind(actor)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let item = read_review(&row)?.into_item(now)?;
+        tx.commit().await?;
+        Ok(Ok(item))
+    }
+
+    async fn add_label(&self, label: &LabelRecord) -> Result<bool, StoreError> {
+        let inserted = sqlx::query(
+            "INSERT INTO labels (id, evaluation_id, label, source, note, created_by, created_at) \
+             SELECT $1, $2, $3, $4, $5, $6, $7 WHERE EXISTS (SELECT 1 FROM evaluations WHERE id = $2)",
+        )
+        .bind(label.id)
+        .bind(label.evaluation_id)
+        .bind(label.label.as_str())
+        .bind(&label.source)
+        .bind(&label.note)
+        .bind(&label.created_by)
+        .bind(label.created_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(inserted.rows_affected() == 1)
+    }
+
+    async fn stats(&self, window: &StatsWindow, now: DateTime<Utc>) -> Result<Stats, StoreError> {
+        // One window filter, pushed onto each query against `column`.
+        let windowed = |sql: &str, column: &str| {
+            let mut query: QueryBuilder<Postgres> = QueryBuilder::new(sql);
+            if let Some(since) = window.since {
+                query.push(format!(" AND {column} >= ")).push_bind(since);
+            }
+            if let Some(until) = window.until {
+                query.push(format!(" AND {column} < ")).push_bind(until);
+            }
+            if let Some(event) = &window.event {
+                query.push(" AND event = ").push_bind(event.clone());
+            }
+            query
+        };
+        let mut by_event = windowed(
+            "SELECT event, decision, COUNT(*) AS n FROM evaluations WHERE TRUE",
+            "created_at",
+        );
+        by_event.push(" GROUP BY event, decision");
+        let by_event_decision = by_event
+            .build()
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| Ok((r.try_get("event")?, r.try_get("decision")?, r.try_get("n")?)))
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        let degraded: i64 = windowed(
+            "SELECT COUNT(*) FROM evaluations WHERE degraded",
+            "created_at",
+        )
+        .build_query_scalar()
+        .fetch_one(&self.pool)
+        .await?;
+        let mut outcomes = windowed(
+            "SELECT outcome, COUNT(*) AS n FROM review_items WHERE status = 'resolved'",
+            "resolved_at",
+        );
+        outcomes.push(" GROUP BY outcome");
+        let outcomes = outcomes
+            .build()
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| Ok((r.try_get("outcome")?, r.try_get("n")?)))
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        let mut queue: QueryBuilder<Postgres> = QueryBuilder::new(
+            "SELECT COALESCE(SUM(CASE WHEN status = 'open' OR claim_expires_at <= ",
+        );
+        queue
+            .push_bind(now)
+            .push(" THEN 1 ELSE 0 END), 0)::bigint AS open, COALESCE(SUM(CASE WHEN status = 'claimed' AND claim_expires_at > ")
+            .push_bind(now)
+            .push(" THEN 1 ELSE 0 END), 0)::bigint AS claimed, MIN(CASE WHEN status = 'open' OR claim_expires_at <= ")
+            .push_bind(now)
+            .push(" THEN created_at END) AS oldest FROM review_items WHERE status <> 'resolved'");
+        if let Some(event) = &window.event {
+            queue.push(" AND event = ").push_bind(event.clone());
+        }
+        let queue_row = queue.build().fetch_one(&self.pool).await?;
+        let queue = (
+            queue_row.try_get("open")?,
+            queue_row.try_get("claimed")?,
+            queue_row.try_get("oldest")?,
+        );
+        let resolution_secs: Vec<f64> = windowed(
+            "SELECT EXTRACT(EPOCH FROM (resolved_at - created_at))::float8 FROM review_items WHERE status = 'resolved'",
+            "resolved_at",
+        )
+        .build_query_scalar()
+        .fetch_all(&self.pool)
+        .await?;
+        let mut labels = windowed(
+            "SELECT decision, label, COUNT(*) AS n FROM (SELECT e.decision, \
+             (SELECT l.label FROM labels l WHERE l.evaluation_id = e.id ORDER BY l.created_at DESC, l.id DESC LIMIT 1) AS label \
+             FROM evaluations e WHERE TRUE",
+            "e.created_at",
+        );
+        labels.push(") latest WHERE label IS NOT NULL GROUP BY decision, label");
+        let decision_labels = labels
+            .build()
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| Ok((r.try_get("decision")?, r.try_get("label")?, r.try_get("n")?)))
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        Ok(assemble_stats(
+            window,
+            now,
+            by_event_decision,
+            degraded,
+            outcomes,
+            queue,
+            resolution_secs,
+            decision_labels,
+        ))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -13,10 +13,15 @@ use sqlx::{QueryBuilder, Row, Sqlite};
 use uuid::Uuid;
 
 use super::{
-    chrono_duration, claim_from, Claim, EncodedJson, EvaluationRow, IdempotencyKey, Store,
-    StoreError,
+    assemble_stats, chrono_duration, claim_from, decode_status, Claim, EncodedJson, EvaluationRow,
+    IdempotencyKey, ReviewRow, StatsWindow, Store, StoreError,
 };
+use crate::domain::Decision;
 use crate::evaluation::{Evaluation, EvaluationFilter};
+use crate::review::{
+    AuditEntry, LabelRecord, ReviewConflict, ReviewFilter, ReviewItem, ReviewOutcome, ReviewStatus,
+    Stats,
+};
 
 const COLUMNS: &str = "id, created_at, session_id, event, user_id, amount, currency, metadata, \
     decision, score, reasons, policy_version, degraded, degraded_reason, session_replay_url, \
@@ -53,6 +58,68 @@ impl SqliteStore {
 
 fn millis(at: DateTime<Utc>) -> i64 {
     at.timestamp_millis()
+}
+
+fn from_millis(column: &str, ms: i64) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::from_timestamp_millis(ms)
+        .ok_or_else(|| StoreError::Corrupt(format!("{column}: {ms}")))
+}
+
+fn parse_uuid(column: &str, text: &str) -> Result<Uuid, StoreError> {
+    Uuid::parse_str(text).map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
+}
+
+const REVIEW_COLUMNS: &str = "id, evaluation_id, status, score, event, user_id, created_at, \
+    claimed_by, claim_expires_at, outcome, note, resolved_by, resolved_at";
+
+/// Who records the state changes riskgate makes itself.
+const SYSTEM_ACTOR: &str = "riskgate";
+
+fn read_review(row: &SqliteRow) -> Result<ReviewRow, StoreError> {
+    let optional_time = |column: &str| -> Result<Option<DateTime<Utc>>, StoreError> {
+        row.try_get::<Option<i64>, _>(column)?
+            .map(|ms| from_millis(column, ms))
+            .transpose()
+    };
+    Ok(ReviewRow {
+        id: parse_uuid("id", &row.try_get::<String, _>("id")?)?,
+        evaluation_id: parse_uuid("evaluation_id", &row.try_get::<String, _>("evaluation_id")?)?,
+        status: row.try_get("status")?,
+        score: row.try_get("score")?,
+        event: row.try_get("event")?,
+        user_id: row.try_get("user_id")?,
+        created_at: from_millis("created_at", row.try_get("created_at")?)?,
+        claimed_by: row.try_get("claimed_by")?,
+        claim_expires_at: optional_time("claim_expires_at")?,
+        outcome: row.try_get("outcome")?,
+        note: row.try_get("note")?,
+        resolved_by: row.try_get("resolved_by")?,
+        resolved_at: optional_time("resolved_at")?,
+    })
+}
+
+async fn audit(
+    tx: &mut sqlx::Transaction<'_, Sqlite>,
+    review_id: Uuid,
+    at: DateTime<Utc>,
+    actor: &str,
+    from: Option<ReviewStatus>,
+    to: ReviewStatus,
+    note: Option<&str>,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO review_audit (review_id, at, actor, from_status, to_status, note) \
+         VALUES (?, ?, ?, ?, ?, ?)",
+    )
+    .bind(review_id.to_string())
+    .bind(millis(at))
+    .bind(actor)
+    .bind(from.map(ReviewStatus::as_str))
+    .bind(to.as_str())
+    .bind(note)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 fn read_row(row: &SqliteRow) -> Result<Evaluation, StoreError> {
@@ -102,7 +169,9 @@ impl Store for SqliteStore {
     ) -> Result<(), StoreError> {
         let json = EncodedJson::of(evaluation)?;
         let t = &evaluation.timings;
-        let mut tx = self.pool.begin().await?;
+        // IMMEDIATE takes the write lock up front, so the transaction never
+        // has to upgrade a read lock (which SQLite may refuse outright).
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query(
             "INSERT INTO evaluations (id, created_at, session_id, event, user_id, amount, currency, \
              metadata, decision, score, reasons, policy_version, degraded, degraded_reason, \
@@ -133,6 +202,31 @@ impl Store for SqliteStore {
         .bind(&evaluation.request_id)
         .execute(&mut *tx)
         .await?;
+        if evaluation.decision == Decision::Review {
+            let review_id = Uuid::now_v7();
+            sqlx::query(
+                "INSERT INTO review_items (id, evaluation_id, status, score, event, user_id, created_at) \
+                 VALUES (?, ?, 'open', ?, ?, ?, ?)",
+            )
+            .bind(review_id.to_string())
+            .bind(evaluation.id.to_string())
+            .bind(evaluation.score)
+            .bind(&evaluation.event)
+            .bind(&evaluation.user_id)
+            .bind(millis(evaluation.created_at))
+            .execute(&mut *tx)
+            .await?;
+            audit(
+                &mut tx,
+                review_id,
+                evaluation.created_at,
+                SYSTEM_ACTOR,
+                None,
+                ReviewStatus::Open,
+                None,
+            )
+            .await?;
+        }
         if let Some(key) = idempotency {
             let done = sqlx::query(
                 "UPDATE idempotency_keys SET evaluation_id = ? \
@@ -265,6 +359,367 @@ impl Store for SqliteStore {
             .push_bind(i64::from(filter.limit));
         let rows = query.build().fetch_all(&self.pool).await?;
         rows.iter().map(read_row).collect()
+    }
+
+    async fn list_reviews(
+        &self,
+        filter: &ReviewFilter,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<ReviewItem>, StoreError> {
+        let mut query: QueryBuilder<Sqlite> =
+            QueryBuilder::new(format!("SELECT {REVIEW_COLUMNS} FROM review_items WHERE 1"));
+        match filter.status {
+            Some(ReviewStatus::Open) => query
+                .push(" AND (status = 'open' OR (status = 'claimed' AND claim_expires_at <= ")
+                .push_bind(millis(now))
+                .push("))"),
+            Some(ReviewStatus::Claimed) => query
+                .push(" AND status = 'claimed' AND claim_expires_at > ")
+                .push_bind(millis(now)),
+            Some(ReviewStatus::Resolved) => query.push(" AND status = 'resolved'"),
+            None => &mut query,
+        };
+        if let Some(event) = &filter.event {
+            query.push(" AND event = ").push_bind(event);
+        }
+        if let Some(user_id) = &filter.user_id {
+            query.push(" AND user_id = ").push_bind(user_id);
+        }
+        if let Some(min_score) = filter.min_score {
+            query.push(" AND score >= ").push_bind(min_score);
+        }
+        if let Some(before) = filter.created_before {
+            query.push(" AND created_at < ").push_bind(millis(before));
+        }
+        if let Some((score, created_at, id)) = filter.after {
+            query
+                .push(" AND (score < ")
+                .push_bind(score)
+                .push(" OR (score = ")
+                .push_bind(score)
+                .push(" AND (created_at > ")
+                .push_bind(millis(created_at))
+                .push(" OR (created_at = ")
+                .push_bind(millis(created_at))
+                .push(" AND id > ")
+                .push_bind(id.to_string())
+                .push("))))");
+        }
+        query
+            .push(" ORDER BY score DESC, created_at ASC, id ASC LIMIT ")
+            .push_bind(i64::from(filter.limit));
+        let rows = query.build().fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|row| read_review(row)?.into_item(now))
+            .collect()
+    }
+
+    async fn get_review(
+        &self,
+        id: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<Option<(ReviewItem, Vec<AuditEntry>)>, StoreError> {
+        let Some(row) = sqlx::query(&format!(
+            "SELECT {REVIEW_COLUMNS} FROM review_items WHERE id = ?"
+        ))
+        .bind(id.to_string())
+        .fetch_optional(&self.pool)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let item = read_review(&row)?.into_item(now)?;
+        let trail = sqlx::query(
+            "SELECT at, actor, from_status, to_status, note FROM review_audit WHERE review_id = ? ORDER BY id",
+        )
+        .bind(id.to_string())
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(AuditEntry {
+                at: from_millis("at", row.try_get("at")?)?,
+                actor: row.try_get("actor")?,
+                from: decode_status(row.try_get::<Option<String>, _>("from_status")?.as_deref())?,
+                to: decode_status(Some(row.try_get::<String, _>("to_status")?.as_str()))?
+                    .unwrap_or(ReviewStatus::Open),
+                note: row.try_get("note")?,
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(Some((item, trail)))
+    }
+
+    async fn claim_next_review(
+        &self,
+        actor: &str,
+        event: Option<&str>,
+        now: DateTime<Utc>,
+        lease: Duration,
+    ) -> Result<Option<ReviewItem>, StoreError> {
+        // SQLite has one writer at a time: the IMMEDIATE transaction is the
+        // lock, so the select-then-update below cannot interleave with another.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let next: Option<String> = sqlx::query_scalar(
+            "SELECT id FROM review_items \
+             WHERE (status = 'open' OR (status = 'claimed' AND claim_expires_at <= ?1)) \
+               AND (?2 IS NULL OR event = ?2) \
+             ORDER BY score DESC, created_at ASC, id ASC LIMIT 1",
+        )
+        .bind(millis(now))
+        .bind(event)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(id) = next else {
+            return Ok(None);
+        };
+        let row = sqlx::query(&format!(
+            "UPDATE review_items SET status = 'claimed', claimed_by = ?, claim_expires_at = ? \
+             WHERE id = ? RETURNING {REVIEW_COLUMNS}"
+        ))
+        .bind(actor)
+        .bind(millis(now + chrono_duration(lease)))
+        .bind(&id)
+        .fetch_one(&mut *tx)
+        .await?;
+        let item = read_review(&row)?.into_item(now)?;
+        audit(
+            &mut tx,
+            item.id,
+            now,
+            actor,
+            Some(ReviewStatus::Open),
+            ReviewStatus::Claimed,
+            None,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Some(item))
+    }
+
+    async fn claim_review(
+        &self,
+        id: Uuid,
+        actor: &str,
+        now: DateTime<Utc>,
+        lease: Duration,
+    ) -> Result<Result<ReviewItem, ReviewConflict>, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let Some(row) = sqlx::query(&format!(
+            "SELECT {REVIEW_COLUMNS} FROM review_items WHERE id = ?"
+        ))
+        .bind(id.to_string())
+        .fetch_optional(&mut *tx)
+        .await?
+        else {
+            return Ok(Err(ReviewConflict::NotFound));
+        };
+        let state = read_review(&row)?.claim_state()?;
+        if let Err(conflict) = state.check_claim(actor, now) {
+            return Ok(Err(conflict));
+        }
+        let row = sqlx::query(&format!(
+            "UPDATE review_items SET status = 'claimed', claimed_by = ?, claim_expires_at = ? \
+             WHERE id = ? RETURNING {REVIEW_COLUMNS}"
+        ))
+        .bind(actor)
+        .bind(millis(now + chrono_duration(lease)))
+        .bind(id.to_string())
+        .fetch_one(&mut *tx)
+        .await?;
+        audit(
+            &mut tx,
+            id,
+            now,
+            actor,
+            Some(state.effective(now)),
+            ReviewStatus::Claimed,
+            None,
+        )
+        .await?;
+        let item = read_review(&row)?.into_item(now)?;
+        tx.commit().await?;
+        Ok(Ok(item))
+    }
+
+    async fn resolve_review(
+        &self,
+        id: Uuid,
+        actor: &str,
+        outcome: ReviewOutcome,
+        note: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<Result<ReviewItem, ReviewConflict>, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let Some(row) = sqlx::query(&format!(
+            "SELECT {REVIEW_COLUMNS} FROM review_items WHERE id = ?"
+        ))
+        .bind(id.to_string())
+        .fetch_optional(&mut *tx)
+        .await?
+        else {
+            return Ok(Err(ReviewConflict::NotFound));
+        };
+        let current = read_review(&row)?;
+        if let Err(conflict) = current.claim_state()?.check_resolve(actor, now) {
+            return Ok(Err(conflict));
+        }
+        let row = sqlx::query(&format!(
+            "UPDATE review_items SET status = 'resolved', outcome = ?, note = ?, resolved_by = ?, \
+             resolved_at = ? WHERE id = ? RETURNING {REVIEW_COLUMNS}"
+        ))
+        .bind(outcome.as_str())
+        .bind(note)
+        .bind(actor)
+        .bind(millis(now))
+        .bind(id.to_string())
+        .fetch_one(&mut *tx)
+        .await?;
+        audit(
+            &mut tx,
+            id,
+            now,
+            actor,
+            Some(ReviewStatus::Claimed),
+            ReviewStatus::Resolved,
+            note,
+        )
+        .await?;
+        sqlx::query(
+            "INSERT INTO labels (id, evaluation_id, label, source, note, created_by, created_at) \
+             VALUES (?, ?, ?, 'review', ?, ?, ?)",
+        )
+        .bind(Uuid::now_v7().to_string())
+        .bind(current.evaluation_id.to_string())
+        .bind(outcome.label().as_str())
+        .bind(note)
+        .bind(actor)
+        .bind(millis(now))
+        .execute(&mut *tx)
+        .await?;
+        let item = read_review(&row)?.into_item(now)?;
+        tx.commit().await?;
+        Ok(Ok(item))
+    }
+
+    async fn add_label(&self, label: &LabelRecord) -> Result<bool, StoreError> {
+        let inserted = sqlx::query(
+            "INSERT INTO labels (id, evaluation_id, label, source, note, created_by, created_at) \
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7 WHERE EXISTS (SELECT 1 FROM evaluations WHERE id = ?2)",
+        )
+        .bind(label.id.to_string())
+        .bind(label.evaluation_id.to_string())
+        .bind(label.label.as_str())
+        .bind(&label.source)
+        .bind(&label.note)
+        .bind(&label.created_by)
+        .bind(millis(label.created_at))
+        .execute(&self.pool)
+        .await?;
+        Ok(inserted.rows_affected() == 1)
+    }
+
+    async fn stats(&self, window: &StatsWindow, now: DateTime<Utc>) -> Result<Stats, StoreError> {
+        let windowed = |sql: &str, column: &str| {
+            let mut query: QueryBuilder<Sqlite> = QueryBuilder::new(sql);
+            if let Some(since) = window.since {
+                query
+                    .push(format!(" AND {column} >= "))
+                    .push_bind(millis(since));
+            }
+            if let Some(until) = window.until {
+                query
+                    .push(format!(" AND {column} < "))
+                    .push_bind(millis(until));
+            }
+            if let Some(event) = &window.event {
+                query.push(" AND event = ").push_bind(event.clone());
+            }
+            query
+        };
+        let mut by_event = windowed(
+            "SELECT event, decision, COUNT(*) AS n FROM evaluations WHERE 1",
+            "created_at",
+        );
+        by_event.push(" GROUP BY event, decision");
+        let by_event_decision = by_event
+            .build()
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| Ok((r.try_get("event")?, r.try_get("decision")?, r.try_get("n")?)))
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        let degraded: i64 = windowed(
+            "SELECT COUNT(*) FROM evaluations WHERE degraded",
+            "created_at",
+        )
+        .build_query_scalar()
+        .fetch_one(&self.pool)
+        .await?;
+        let mut outcomes = windowed(
+            "SELECT outcome, COUNT(*) AS n FROM review_items WHERE status = 'resolved'",
+            "resolved_at",
+        );
+        outcomes.push(" GROUP BY outcome");
+        let outcomes = outcomes
+            .build()
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| Ok((r.try_get("outcome")?, r.try_get("n")?)))
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        let now_ms = millis(now);
+        let mut queue: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "SELECT COALESCE(SUM(CASE WHEN status = 'open' OR claim_expires_at <= ",
+        );
+        queue
+            .push_bind(now_ms)
+            .push(" THEN 1 ELSE 0 END), 0) AS open, COALESCE(SUM(CASE WHEN status = 'claimed' AND claim_expires_at > ")
+            .push_bind(now_ms)
+            .push(" THEN 1 ELSE 0 END), 0) AS claimed, MIN(CASE WHEN status = 'open' OR claim_expires_at <= ")
+            .push_bind(now_ms)
+            .push(" THEN created_at END) AS oldest FROM review_items WHERE status <> 'resolved'");
+        if let Some(event) = &window.event {
+            queue.push(" AND event = ").push_bind(event.clone());
+        }
+        let queue_row = queue.build().fetch_one(&self.pool).await?;
+        let oldest: Option<i64> = queue_row.try_get("oldest")?;
+        let queue = (
+            queue_row.try_get("open")?,
+            queue_row.try_get("claimed")?,
+            oldest.map(|ms| from_millis("oldest", ms)).transpose()?,
+        );
+        let resolution_secs: Vec<f64> = windowed(
+            "SELECT (resolved_at - created_at) / 1000.0 FROM review_items WHERE status = 'resolved'",
+            "resolved_at",
+        )
+        .build_query_scalar()
+        .fetch_all(&self.pool)
+        .await?;
+        let mut labels = windowed(
+            "SELECT decision, label, COUNT(*) AS n FROM (SELECT e.decision, \
+             (SELECT l.label FROM labels l WHERE l.evaluation_id = e.id ORDER BY l.created_at DESC, l.id DESC LIMIT 1) AS label \
+             FROM evaluations e WHERE 1",
+            "e.created_at",
+        );
+        labels.push(") latest WHERE label IS NOT NULL GROUP BY decision, label");
+        let decision_labels = labels
+            .build()
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| Ok((r.try_get("decision")?, r.try_get("label")?, r.try_get("n")?)))
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        Ok(assemble_stats(
+            window,
+            now,
+            by_event_decision,
+            degraded,
+            outcomes,
+            queue,
+            resolution_secs,
+            decision_labels,
+        ))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -9,6 +9,7 @@ mod idempotency;
 mod operability;
 mod proxy;
 mod resilience;
+mod reviews;
 mod store;
 mod upstream;
 mod waiting;

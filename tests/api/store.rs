@@ -152,6 +152,17 @@ async fn a_lost_claim_rolls_the_evaluation_back(backend: Backend) {
     assert_eq!(app.row_count().await, 0, "nothing half-written");
 }
 
+/// An evaluation the engine would have sent to review, with the given score.
+pub fn review_evaluation(score: f64) -> riskgate::evaluation::Evaluation {
+    riskgate::evaluation::Evaluation {
+        id: uuid::Uuid::now_v7(),
+        decision: riskgate::domain::Decision::Review,
+        score,
+        event: "account_change".into(),
+        ..sample_evaluation()
+    }
+}
+
 fn sample_evaluation() -> riskgate::evaluation::Evaluation {
     use riskgate::domain::Decision;
     use riskgate::evaluation::{Evaluation, Timings};
