@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use crate::policy::{Policy, PolicyError};
 use crate::roundtable::RoundtableSettings;
+use crate::webhooks::{HookSettings, WebhookSettings};
 
 /// The built-in defaults, commented: the reference for every setting.
 pub const DEFAULTS_TOML: &str = include_str!("../config/default.toml");
@@ -36,6 +37,8 @@ pub enum ConfigError {
         setting: &'static str,
         message: String,
     },
+    #[error("configuration: {setting}: {message}")]
+    Setting { setting: String, message: String },
     #[error("configuration: policy ({path}): {source}")]
     Policy {
         path: String,
@@ -108,6 +111,9 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub idempotency: IdempotencySettings,
     pub reviews: ReviewSettings,
+    pub webhooks: WebhookSettings,
+    #[serde(default)]
+    pub hooks: HookSettings,
     pub roundtable: RoundtableSettings,
 }
 
@@ -133,6 +139,7 @@ impl Settings {
                 .separator("__")
                 .list_separator(",")
                 .with_list_parse_key("api_keys")
+                .with_list_parse_key("webhooks.retry_schedule_secs")
                 .try_parsing(true)
                 .source(Some(env.clone())),
         );
@@ -189,6 +196,11 @@ impl Settings {
                 "database.max_connections",
                 "max_connections, acquire_timeout_ms and timeout_ms must be > 0",
             ));
+        }
+        if let Err((setting, message)) =
+            crate::webhooks::validate_settings(&self.webhooks, &self.hooks)
+        {
+            return Err(ConfigError::Setting { setting, message });
         }
         if self.reviews.lease_secs == 0 {
             return Err(invalid("reviews.lease_secs", "must be > 0"));

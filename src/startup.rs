@@ -10,6 +10,7 @@ use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
 use secrecy::ExposeSecret;
 
+use crate::api::HookSources;
 use crate::api::{self, trace_request, ApiKeys, AppState};
 use crate::config::{ConfigError, Settings};
 use crate::evaluation::{Evaluator, EvaluatorLimits};
@@ -17,6 +18,10 @@ use crate::metrics::Metrics;
 use crate::review::Reviews;
 use crate::roundtable::{CircuitBreaker, DemoReportSource, ReportSource, RoundtableClient};
 use crate::store::{self, StoreError};
+use crate::webhooks::{
+    run_delivery_worker, run_inbound_worker, DeliveryWorker, InboundWorker, Outbox,
+};
+use tokio::sync::Notify;
 
 /// How long in-flight requests may take to finish after SIGTERM.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -50,6 +55,8 @@ pub struct Application {
     port: u16,
     server: Server,
     store: Arc<dyn store::Store>,
+    delivery: Arc<DeliveryWorker>,
+    inbound: Arc<InboundWorker>,
 }
 
 /// Deletes idempotency keys past their time to live. Safe on every replica:
@@ -110,23 +117,42 @@ impl Application {
             database_timeout: Duration::from_millis(settings.database.timeout_ms),
             idempotency_ttl: Duration::from_secs(settings.idempotency.ttl_secs),
         };
+        let outbox = Arc::new(Outbox::new(settings.webhooks.subscriptions.clone()));
+        let evaluator = Arc::new(Evaluator::new(
+            source,
+            policy.clone(),
+            store.clone(),
+            metrics.clone(),
+            outbox.clone(),
+            limits,
+        ));
         let reviews = Reviews::new(
             store.clone(),
             policy.clone(),
+            outbox.clone(),
             Duration::from_secs(settings.reviews.lease_secs),
             limits.database_timeout,
         );
+        let hook_wake = Arc::new(Notify::new());
+        let poll = Duration::from_millis(settings.webhooks.poll_interval_ms);
+        let delivery = DeliveryWorker::new(store.clone(), &settings.webhooks, &outbox, poll)?;
+        let inbound = InboundWorker::new(
+            store.clone(),
+            evaluator.clone(),
+            settings.hooks.sources.clone(),
+            hook_wake.clone(),
+            poll,
+            // Evaluating a hook takes at most the deadline plus a few
+            // database calls; a lease past that means its worker died.
+            limits.deadline + limits.database_timeout * 4 + Duration::from_secs(5),
+        );
         let state = web::Data::new(AppState {
-            evaluator: Evaluator::new(
-                source,
-                policy.clone(),
-                store.clone(),
-                metrics.clone(),
-                limits,
-            ),
+            evaluator,
             reviews,
             metrics,
             max_body_bytes: settings.max_body_bytes,
+            hooks: HookSources::new(&settings.hooks),
+            hook_wake,
         });
         let keys = web::Data::new(ApiKeys::new(&settings.accepted_api_keys()));
         let server = HttpServer::new(move || {
@@ -148,6 +174,8 @@ impl Application {
             port,
             server,
             store,
+            delivery: Arc::new(delivery),
+            inbound: Arc::new(inbound),
         })
     }
 
@@ -159,9 +187,17 @@ impl Application {
     /// Serves until SIGINT/SIGTERM, then lets in-flight requests finish
     /// (up to the grace period) and exits. Background work runs alongside.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let sweeper = tokio::spawn(purge_expired_idempotency_keys(self.store.clone()));
+        let workers = [
+            tokio::spawn(purge_expired_idempotency_keys(self.store.clone())),
+            tokio::spawn(run_delivery_worker(self.delivery.clone())),
+            tokio::spawn(run_inbound_worker(self.inbound.clone())),
+        ];
         let served = self.server.await;
-        sweeper.abort();
+        // Work cut short here is leased: another replica, or the next start,
+        // picks it up when the lease ends.
+        for worker in workers {
+            worker.abort();
+        }
         served
     }
 }

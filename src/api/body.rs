@@ -11,9 +11,20 @@ use super::problem::ApiError;
 /// Reads and parses a JSON body of at most `limit` bytes.
 pub async fn read_json(
     req: &HttpRequest,
-    mut payload: web::Payload,
+    payload: web::Payload,
     limit: usize,
 ) -> Result<Value, ApiError> {
+    let body = read_body(req, payload, limit).await?;
+    serde_json::from_slice(&body).map_err(|e| ApiError::MalformedJson(e.to_string()))
+}
+
+/// Reads a JSON-typed body of at most `limit` bytes, unparsed (signatures
+/// are over the exact bytes).
+pub async fn read_body(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<web::Bytes, ApiError> {
     if !is_json(req) {
         return Err(ApiError::UnsupportedMediaType);
     }
@@ -34,7 +45,7 @@ pub async fn read_json(
         }
         body.extend_from_slice(&chunk);
     }
-    serde_json::from_slice(&body).map_err(|e| ApiError::MalformedJson(e.to_string()))
+    Ok(body.freeze())
 }
 
 /// `application/json`, any `+json` type, with or without parameters.

@@ -69,6 +69,8 @@ pub async fn create(
             request,
             request_id,
             idempotency,
+            id: None,
+            inbound: None,
         })
         .await?;
     let (evaluation, replayed) = match outcome {

@@ -5,12 +5,14 @@ mod auth;
 mod body;
 mod evaluations;
 mod health;
+mod hooks;
 pub mod openapi;
 pub mod problem;
 mod request_id;
 mod reviews;
 
 pub use auth::{ApiKeys, Caller};
+pub use hooks::HookSources;
 pub use request_id::{trace_request, RequestId};
 
 use actix_web::middleware::from_fn;
@@ -25,10 +27,13 @@ use problem::ApiError;
 
 /// What handlers share.
 pub struct AppState {
-    pub evaluator: Evaluator,
+    pub evaluator: Arc<Evaluator>,
     pub reviews: Reviews,
     pub metrics: Arc<Metrics>,
     pub max_body_bytes: usize,
+    pub hooks: HookSources,
+    /// Wakes the inbound worker when a hook is recorded.
+    pub hook_wake: Arc<tokio::sync::Notify>,
 }
 
 /// Registers every route.
@@ -39,6 +44,9 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .route("/metrics", web::get().to(health::metrics))
         .route("/openapi.json", web::get().to(openapi::openapi_json))
         .route("/docs", web::get().to(openapi::docs_page))
+        // Signed hooks authenticate by signature, so they sit outside the
+        // bearer-key scope (registered first: first match wins).
+        .service(post_only("/v1/hooks/{source}", hooks::receive))
         .service(
             web::scope("/v1")
                 .wrap(from_fn(auth::require_api_key))
@@ -67,6 +75,15 @@ pub fn routes(config: &mut web::ServiceConfig) {
                 )
                 .service(post_only("/reviews/{id}/claim", reviews::claim))
                 .service(post_only("/reviews/{id}/resolve", reviews::resolve))
+                .service(
+                    web::resource("/webhook-deliveries")
+                        .route(web::get().to(hooks::list_deliveries))
+                        .default_service(web::to(method_not_allowed)),
+                )
+                .service(post_only(
+                    "/webhook-deliveries/{id}/retry",
+                    hooks::retry_delivery,
+                ))
                 .service(
                     web::resource("/stats")
                         .route(web::get().to(reviews::stats))

@@ -42,6 +42,24 @@ pub struct EvaluationRequestBody {
     wait_ms: Option<u64>,
 }
 
+/// The body of `POST /v1/hooks/{source}`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct HookBodyDoc {
+    /// e.g. `account.payment_method.updated`; mapped to an event by the source's configuration.
+    #[serde(rename = "type")]
+    kind: String,
+    session_id: String,
+    /// Overrides the mapping from `type`.
+    event: Option<String>,
+    user_id: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    require_action: Option<serde_json::Value>,
+    /// Kept with the evaluation's metadata.
+    #[schema(value_type = Option<Object>)]
+    data: Option<serde_json::Value>,
+}
+
 struct BearerAuth;
 
 impl Modify for BearerAuth {
@@ -71,6 +89,9 @@ impl Modify for BearerAuth {
         super::reviews::claim,
         super::reviews::resolve,
         super::reviews::stats,
+        super::hooks::receive,
+        super::hooks::list_deliveries,
+        super::hooks::retry_delivery,
         super::health::healthz,
         super::health::readyz,
         super::health::metrics,
@@ -81,12 +102,14 @@ impl Modify for BearerAuth {
         crate::review::ReviewItem, crate::review::ReviewDetail, crate::review::AuditEntry,
         crate::review::TimelineEntry, crate::review::LabelRecord, crate::review::Stats,
         crate::review::Percentiles, crate::review::ReviewStatus, crate::review::ReviewOutcome,
-        crate::review::Label
+        crate::review::Label, HookBodyDoc, super::hooks::HookAccepted,
+        crate::webhooks::DeliveryView, crate::webhooks::AttemptView
     )),
     modifiers(&BearerAuth),
     tags(
         (name = "evaluations", description = "Decide on a session, and read past decisions"),
         (name = "reviews", description = "The review queue, labels, and the numbers to tune the policy with"),
+        (name = "webhooks", description = "Signed hooks in (Standard Webhooks), and the outbound delivery log"),
         (name = "operations", description = "Health and metrics (no key needed)"),
     )
 )]

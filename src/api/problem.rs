@@ -9,6 +9,7 @@ use crate::domain::FieldError;
 use crate::evaluation::EvaluateError;
 use crate::review::ReviewConflict;
 use crate::store::StoreError;
+use crate::webhooks::SignatureError;
 
 /// Media type of every error body.
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -38,6 +39,10 @@ pub enum ApiError {
     IdempotencyInProgress,
     #[error("{0}")]
     ReviewConflict(ReviewConflict),
+    #[error("webhook signature rejected: {0}")]
+    BadSignature(SignatureError),
+    #[error("only a failed delivery can be retried")]
+    NotRetryable,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -97,6 +102,16 @@ impl ApiError {
             ApiError::ReviewConflict(_) => (
                 "review-not-claimable",
                 "Review item claimed by someone else, or your claim expired",
+                StatusCode::CONFLICT,
+            ),
+            ApiError::BadSignature(_) => (
+                "invalid-signature",
+                "Webhook signature rejected",
+                StatusCode::UNAUTHORIZED,
+            ),
+            ApiError::NotRetryable => (
+                "delivery-not-failed",
+                "Only a failed delivery can be retried",
                 StatusCode::CONFLICT,
             ),
             ApiError::IdempotencyKeyReused => (

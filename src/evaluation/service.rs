@@ -16,7 +16,8 @@ use crate::engine::{self, Reason, ReasonCode};
 use crate::metrics::Metrics;
 use crate::policy::Policy;
 use crate::roundtable::{FetchError, FetchedReport, ReportSource};
-use crate::store::{Claim, IdempotencyKey, Store, StoreError};
+use crate::store::{Claim, IdempotencyKey, NewEvaluation, Store, StoreError};
+use crate::webhooks::{InboundHook, Outbox};
 
 /// Bounds the evaluator works within.
 #[derive(Debug, Clone, Copy)]
@@ -47,11 +48,15 @@ pub enum Outcome {
     Replayed(Evaluation),
 }
 
-/// One call to evaluate, as the API hands it over.
+/// One call to evaluate, as the API (or the inbound hook worker) hands it over.
 pub struct EvaluateCall {
     pub request: EvaluationRequest,
     pub request_id: Option<String>,
     pub idempotency: Option<IdempotencyKey>,
+    /// A pre-assigned id (inbound hooks answer with it before evaluating).
+    pub id: Option<Uuid>,
+    /// The inbound hook this evaluation answers.
+    pub inbound: Option<InboundHook>,
 }
 
 /// Everything an evaluation needs, shared by every request.
@@ -60,6 +65,7 @@ pub struct Evaluator {
     policy: Arc<Policy>,
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
+    outbox: Arc<Outbox>,
     limits: EvaluatorLimits,
 }
 
@@ -69,6 +75,7 @@ impl Evaluator {
         policy: Arc<Policy>,
         store: Arc<dyn Store>,
         metrics: Arc<Metrics>,
+        outbox: Arc<Outbox>,
         limits: EvaluatorLimits,
     ) -> Self {
         Self {
@@ -76,6 +83,7 @@ impl Evaluator {
             policy,
             store,
             metrics,
+            outbox,
             limits,
         }
     }
@@ -108,7 +116,7 @@ impl Evaluator {
         // Wait about as long as a first request normally takes; past that,
         // answer 409 and let the caller retry rather than hold the checkout.
         let give_up = Instant::now() + self.limits.deadline + self.limits.database_timeout * 2;
-        let mut pause = Duration::from_millis(10);
+        let mut pause = Duration::from_millis(20);
         loop {
             let claim = self.bounded(self.store.claim_idempotency_key(
                 &key,
@@ -141,7 +149,7 @@ impl Evaluator {
                 Claim::Mismatch => return Err(EvaluateError::IdempotencyKeyReused),
                 Claim::InProgress if Instant::now() + pause < give_up => {
                     tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_millis(100));
+                    pause = (pause * 2).min(Duration::from_millis(200));
                 }
                 Claim::InProgress => return Err(EvaluateError::IdempotencyInProgress),
             }
@@ -180,7 +188,7 @@ impl Evaluator {
         verdict.reasons.extend(note);
 
         let evaluation = Evaluation {
-            id: Uuid::now_v7(),
+            id: call.id.unwrap_or_else(Uuid::now_v7),
             created_at: now_millis(),
             session_id: request.session_id.as_str().to_owned(),
             event: request.event.as_str().to_owned(),
@@ -204,8 +212,14 @@ impl Evaluator {
             report_snapshot: snapshot,
             request_id: call.request_id,
         };
-        self.bounded(self.store.insert_evaluation(&evaluation, idempotency))
-            .await?;
+        let outbox = self.outbox.for_evaluation(&evaluation);
+        let new = NewEvaluation {
+            evaluation: &evaluation,
+            idempotency,
+            inbound: call.inbound.as_ref(),
+            outbox: &outbox,
+        };
+        self.bounded(self.store.insert_evaluation(&new)).await?;
         self.metrics
             .record_evaluation(&self.policy, &evaluation, started.elapsed());
         tracing::info!(

@@ -16,6 +16,7 @@ use crate::evaluation::Evaluation;
 use crate::policy::Policy;
 use crate::report::read_report;
 use crate::store::{bounded, StatsWindow, Store, StoreError};
+use crate::webhooks::Outbox;
 
 /// An item with everything an analyst needs to decide.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -31,6 +32,7 @@ pub struct ReviewDetail {
 pub struct Reviews {
     store: Arc<dyn Store>,
     policy: Arc<Policy>,
+    outbox: Arc<Outbox>,
     lease: Duration,
     database_timeout: Duration,
 }
@@ -39,12 +41,14 @@ impl Reviews {
     pub fn new(
         store: Arc<dyn Store>,
         policy: Arc<Policy>,
+        outbox: Arc<Outbox>,
         lease: Duration,
         database_timeout: Duration,
     ) -> Self {
         Self {
             store,
             policy,
+            outbox,
             lease,
             database_timeout,
         }
@@ -116,9 +120,10 @@ impl Reviews {
         outcome: ReviewOutcome,
         note: Option<&str>,
     ) -> Result<Result<ReviewItem, ReviewConflict>, StoreError> {
+        let announce = |item: &ReviewItem| self.outbox.for_review(item);
         let resolve = self
             .store
-            .resolve_review(id, actor, outcome, note, Utc::now());
+            .resolve_review(id, actor, outcome, note, Utc::now(), &announce);
         bounded(self.database_timeout, resolve).await
     }
 

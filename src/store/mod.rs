@@ -21,6 +21,9 @@ use crate::review::{
     AuditEntry, ClaimState, LabelRecord, ReviewConflict, ReviewFilter, ReviewItem, ReviewOutcome,
     ReviewStatus, Stats,
 };
+use crate::webhooks::{
+    AttemptResult, Delivery, DeliveryFilter, DeliveryView, InboundHook, OutboxMessage, Recorded,
+};
 
 /// What went wrong in storage.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +41,9 @@ pub enum StoreError {
     /// The database took longer than the configured bound; nothing was committed.
     #[error("database did not answer within {0:?}")]
     TimedOut(Duration),
+    /// The row already exists (a repeated write of a pre-assigned id).
+    #[error("already stored")]
+    Duplicate,
     /// Another request took over this idempotency key (its lease had run out)
     /// and finished first; this evaluation was rolled back.
     #[error("idempotency key was taken over by another request")]
@@ -53,6 +59,11 @@ impl StoreError {
 
 impl From<sqlx::Error> for StoreError {
     fn from(error: sqlx::Error) -> Self {
+        if let sqlx::Error::Database(db) = &error {
+            if db.is_unique_violation() {
+                return StoreError::Duplicate;
+            }
+        }
         if is_transient(&error) {
             StoreError::Unavailable(error)
         } else {
@@ -87,6 +98,26 @@ fn is_transient(error: &sqlx::Error) -> bool {
                 ) && db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some()
         }
         _ => false,
+    }
+}
+
+/// Everything written with one evaluation, in one transaction.
+pub struct NewEvaluation<'a> {
+    pub evaluation: &'a Evaluation,
+    pub idempotency: Option<&'a IdempotencyKey>,
+    /// The inbound hook this evaluation answers, marked done with it.
+    pub inbound: Option<&'a InboundHook>,
+    pub outbox: &'a [OutboxMessage],
+}
+
+impl<'a> NewEvaluation<'a> {
+    pub fn plain(evaluation: &'a Evaluation) -> Self {
+        Self {
+            evaluation,
+            idempotency: None,
+            inbound: None,
+            outbox: &[],
+        }
     }
 }
 
@@ -125,13 +156,10 @@ pub enum Claim {
 pub trait Store: Send + Sync {
     /// Applies pending migrations.
     async fn migrate(&self) -> Result<(), StoreError>;
-    /// Stores one evaluation and, in the same transaction, marks its
-    /// idempotency key completed: all or nothing.
-    async fn insert_evaluation(
-        &self,
-        evaluation: &Evaluation,
-        idempotency: Option<&IdempotencyKey>,
-    ) -> Result<(), StoreError>;
+    /// Stores one evaluation and, in the same transaction, opens its review
+    /// item, completes its idempotency key or inbound hook, and writes its
+    /// outbox messages: all or nothing.
+    async fn insert_evaluation(&self, new: &NewEvaluation<'_>) -> Result<(), StoreError>;
     /// Claims a key: inserts it, or takes over one that expired or whose
     /// in-progress lease ran out; otherwise reports what holds it.
     async fn claim_idempotency_key(
@@ -189,11 +217,56 @@ pub trait Store: Send + Sync {
         outcome: ReviewOutcome,
         note: Option<&str>,
         now: DateTime<Utc>,
+        announce: &(dyn for<'r> Fn(&'r ReviewItem) -> Vec<OutboxMessage> + Sync),
     ) -> Result<Result<ReviewItem, ReviewConflict>, StoreError>;
     /// Labels an evaluation; `false` when there is no such evaluation.
     async fn add_label(&self, label: &LabelRecord) -> Result<bool, StoreError>;
     /// Counts for `GET /v1/stats`.
     async fn stats(&self, window: &StatsWindow, now: DateTime<Utc>) -> Result<Stats, StoreError>;
+    /// Claims due outbox messages of the given subscriptions for one attempt
+    /// each: per subscription only the oldest undelivered one (delivery in
+    /// order of creation), leased. A replica claims only subscriptions it
+    /// knows, so replicas mid-way through a configuration change do not
+    /// fail each other's messages.
+    async fn claim_deliveries(
+        &self,
+        subscriptions: &[String],
+        now: DateTime<Utc>,
+        lease: Duration,
+        limit: u32,
+    ) -> Result<Vec<Delivery>, StoreError>;
+    /// Records an attempt: delivered, retried at `retry_at`, or (no
+    /// `retry_at`) failed for good.
+    async fn record_delivery(
+        &self,
+        delivery: &Delivery,
+        result: &AttemptResult,
+        retry_at: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+    async fn list_deliveries(
+        &self,
+        filter: &DeliveryFilter,
+    ) -> Result<Vec<DeliveryView>, StoreError>;
+    /// Re-queues a failed message; `None` if there is no such message,
+    /// `Some(false)` if it is not failed.
+    async fn retry_delivery(
+        &self,
+        id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<bool>, StoreError>;
+    /// Records an inbound hook once per (source, webhook-id).
+    async fn record_inbound_hook(&self, hook: &InboundHook) -> Result<Recorded, StoreError>;
+    /// Claims pending inbound hooks of the given sources to evaluate, leased.
+    async fn claim_inbound_hooks(
+        &self,
+        sources: &[String],
+        now: DateTime<Utc>,
+        lease: Duration,
+        limit: u32,
+    ) -> Result<Vec<InboundHook>, StoreError>;
+    /// Gives up on a hook that cannot be evaluated (its body no longer parses).
+    async fn fail_inbound_hook(&self, hook: &InboundHook, error: &str) -> Result<(), StoreError>;
     /// Whether the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
     /// Connections: (in use, idle, max).

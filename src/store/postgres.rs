@@ -10,13 +10,17 @@ use uuid::Uuid;
 
 use super::{
     assemble_stats, chrono_duration, claim_from, decode_status, Claim, EncodedJson, EvaluationRow,
-    IdempotencyKey, ReviewRow, StatsWindow, Store, StoreError,
+    IdempotencyKey, NewEvaluation, ReviewRow, StatsWindow, Store, StoreError,
 };
 use crate::domain::Decision;
 use crate::evaluation::{Evaluation, EvaluationFilter};
 use crate::review::{
     AuditEntry, LabelRecord, ReviewConflict, ReviewFilter, ReviewItem, ReviewOutcome, ReviewStatus,
     Stats,
+};
+use crate::webhooks::{
+    AttemptResult, AttemptView, Delivery, DeliveryFilter, DeliveryView, InboundHook, OutboxMessage,
+    Recorded,
 };
 
 const COLUMNS: &str = "id, created_at, session_id, event, user_id, amount::text AS amount, \
@@ -121,6 +125,31 @@ async fn audit(
     Ok(())
 }
 
+async fn enqueue(
+    tx: &mut sqlx::Transaction<'_, Postgres>,
+    messages: &[OutboxMessage],
+) -> Result<(), StoreError> {
+    for message in messages {
+        sqlx::query(
+            "INSERT INTO webhook_messages (id, subscription, url, event_type, payload, created_at, \
+             status, next_attempt_at) VALUES ($1, $2, $3, $4, $5, $6, 'pending', $6)",
+        )
+        .bind(&message.id)
+        .bind(&message.subscription)
+        .bind(&message.url)
+        .bind(&message.event_type)
+        .bind(&message.payload)
+        .bind(message.created_at)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+fn non_negative(value: i32) -> u32 {
+    u32::try_from(value).unwrap_or(0)
+}
+
 fn saturating_i32(value: u32) -> i32 {
     i32::try_from(value).unwrap_or(i32::MAX)
 }
@@ -134,12 +163,9 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    #[tracing::instrument(name = "store.insert_evaluation", skip_all, fields(id = %evaluation.id))]
-    async fn insert_evaluation(
-        &self,
-        evaluation: &Evaluation,
-        idempotency: Option<&IdempotencyKey>,
-    ) -> Result<(), StoreError> {
+    #[tracing::instrument(name = "store.insert_evaluation", skip_all, fields(id = %new.evaluation.id))]
+    async fn insert_evaluation(&self, new: &NewEvaluation<'_>) -> Result<(), StoreError> {
+        let evaluation = new.evaluation;
         let json = EncodedJson::of(evaluation)?;
         let t = &evaluation.timings;
         let mut tx = self.pool.begin().await?;
@@ -199,7 +225,18 @@ impl Store for PostgresStore {
             )
             .await?;
         }
-        if let Some(key) = idempotency {
+        if let Some(hook) = new.inbound {
+            sqlx::query(
+                "UPDATE inbound_hooks SET status = 'done', locked_until = NULL \
+                 WHERE source = $1 AND webhook_id = $2",
+            )
+            .bind(&hook.source)
+            .bind(&hook.webhook_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        enqueue(&mut tx, new.outbox).await?;
+        if let Some(key) = new.idempotency {
             let done = sqlx::query(
                 "UPDATE idempotency_keys SET evaluation_id = $1 \
                  WHERE scope = $2 AND key = $3 AND request_hash = $4 AND evaluation_id IS NULL",
@@ -523,6 +560,7 @@ impl Store for PostgresStore {
         outcome: ReviewOutcome,
         note: Option<&str>,
         now: DateTime<Utc>,
+        announce: &(dyn for<'r> Fn(&'r ReviewItem) -> Vec<OutboxMessage> + Sync),
     ) -> Result<Result<ReviewItem, ReviewConflict>, StoreError> {
         let mut tx = self.pool.begin().await?;
         let Some(row) = sqlx::query(&format!(
@@ -572,6 +610,7 @@ impl Store for PostgresStore {
         .execute(&mut *tx)
         .await?;
         let item = read_review(&row)?.into_item(now)?;
+        enqueue(&mut tx, &announce(&item)).await?;
         tx.commit().await?;
         Ok(Ok(item))
     }
@@ -689,6 +728,255 @@ impl Store for PostgresStore {
             resolution_secs,
             decision_labels,
         ))
+    }
+
+    async fn claim_deliveries(
+        &self,
+        subscriptions: &[String],
+        now: DateTime<Utc>,
+        lease: Duration,
+        limit: u32,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        // The head of each subscription's queue, if due and not leased.
+        // SKIP LOCKED lets several workers claim different heads at once;
+        // the attempt number is taken here, so no two attempts share one.
+        let rows = sqlx::query(
+            "UPDATE webhook_messages m SET attempts = m.attempts + 1, locked_until = $2 \
+             WHERE m.id IN ( \
+                 SELECT h.id FROM webhook_messages h \
+                 WHERE h.status = 'pending' AND h.next_attempt_at <= $1 \
+                   AND h.subscription = ANY($4) \
+                   AND (h.locked_until IS NULL OR h.locked_until <= $1) \
+                   AND NOT EXISTS (SELECT 1 FROM webhook_messages o \
+                       WHERE o.subscription = h.subscription AND o.status = 'pending' \
+                         AND (o.created_at, o.id) < (h.created_at, h.id)) \
+                 ORDER BY h.created_at, h.id LIMIT $3 FOR UPDATE SKIP LOCKED) \
+             RETURNING m.id, m.subscription, m.url, m.payload, m.attempts, m.failures",
+        )
+        .bind(now)
+        .bind(now + chrono_duration(lease))
+        .bind(i64::from(limit))
+        .bind(subscriptions)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(Delivery {
+                    id: row.try_get("id")?,
+                    subscription: row.try_get("subscription")?,
+                    url: row.try_get("url")?,
+                    payload: row.try_get("payload")?,
+                    attempt: non_negative(row.try_get::<i32, _>("attempts")?),
+                    failures: non_negative(row.try_get::<i32, _>("failures")?),
+                })
+            })
+            .collect()
+    }
+
+    async fn record_delivery(
+        &self,
+        delivery: &Delivery,
+        result: &AttemptResult,
+        retry_at: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO webhook_attempts (message_id, attempt, at, status_code, error, duration_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+        )
+        .bind(&delivery.id)
+        .bind(saturating_i32(delivery.attempt))
+        .bind(now)
+        .bind(result.status_code.map(i32::from))
+        .bind(&result.error)
+        .bind(saturating_i32(result.duration_ms))
+        .execute(&mut *tx)
+        .await?;
+        let (status, next) = match (result.delivered(), retry_at) {
+            (true, _) => ("delivered", now),
+            (false, Some(at)) => ("pending", at),
+            (false, None) => ("failed", now),
+        };
+        // Only the holder of this attempt may settle it.
+        sqlx::query(
+            "UPDATE webhook_messages SET status = $3, next_attempt_at = $4, locked_until = NULL, \
+             failures = CASE WHEN $3 = 'delivered' THEN failures ELSE failures + 1 END, \
+             last_status_code = $5, last_error = $6, \
+             delivered_at = CASE WHEN $3 = 'delivered' THEN $7 ELSE delivered_at END \
+             WHERE id = $1 AND attempts = $2 AND status = 'pending'",
+        )
+        .bind(&delivery.id)
+        .bind(saturating_i32(delivery.attempt))
+        .bind(status)
+        .bind(next)
+        .bind(result.status_code.map(i32::from))
+        .bind(&result.error)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_deliveries(
+        &self,
+        filter: &DeliveryFilter,
+    ) -> Result<Vec<DeliveryView>, StoreError> {
+        let mut query: QueryBuilder<Postgres> = QueryBuilder::new(
+            "SELECT id, subscription, url, event_type, status, attempts, next_attempt_at, \
+             last_status_code, last_error, created_at, delivered_at FROM webhook_messages WHERE TRUE",
+        );
+        if let Some(status) = &filter.status {
+            query.push(" AND status = ").push_bind(status);
+        }
+        if let Some(event_type) = &filter.event_type {
+            query.push(" AND event_type = ").push_bind(event_type);
+        }
+        query
+            .push(" ORDER BY created_at DESC, id DESC LIMIT ")
+            .push_bind(i64::from(filter.limit));
+        let rows = query.build().fetch_all(&self.pool).await?;
+        let mut views = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let id: String = row.try_get("id")?;
+            let status: String = row.try_get("status")?;
+            let attempt_log = sqlx::query(
+                "SELECT attempt, at, status_code, error, duration_ms FROM webhook_attempts \
+                 WHERE message_id = $1 ORDER BY attempt",
+            )
+            .bind(&id)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|a| {
+                Ok(AttemptView {
+                    attempt: non_negative(a.try_get::<i32, _>("attempt")?),
+                    at: a.try_get("at")?,
+                    status_code: a
+                        .try_get::<Option<i32>, _>("status_code")?
+                        .and_then(|s| u16::try_from(s).ok()),
+                    error: a.try_get("error")?,
+                    duration_ms: non_negative(a.try_get::<i32, _>("duration_ms")?),
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+            views.push(DeliveryView {
+                next_attempt_at: (status == "pending")
+                    .then(|| row.try_get("next_attempt_at"))
+                    .transpose()?,
+                id,
+                subscription: row.try_get("subscription")?,
+                url: row.try_get("url")?,
+                event_type: row.try_get("event_type")?,
+                status,
+                attempts: non_negative(row.try_get::<i32, _>("attempts")?),
+                last_status_code: row
+                    .try_get::<Option<i32>, _>("last_status_code")?
+                    .and_then(|s| u16::try_from(s).ok()),
+                last_error: row.try_get("last_error")?,
+                created_at: row.try_get("created_at")?,
+                delivered_at: row.try_get("delivered_at")?,
+                attempt_log,
+            });
+        }
+        Ok(views)
+    }
+
+    async fn retry_delivery(
+        &self,
+        id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<bool>, StoreError> {
+        let requeued = sqlx::query(
+            "UPDATE webhook_messages SET status = 'pending', failures = 0, next_attempt_at = $2, \
+             locked_until = NULL WHERE id = $1 AND status = 'failed'",
+        )
+        .bind(id)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        if requeued.rows_affected() == 1 {
+            return Ok(Some(true));
+        }
+        let exists: Option<String> =
+            sqlx::query_scalar("SELECT id FROM webhook_messages WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(exists.map(|_| false))
+    }
+
+    async fn record_inbound_hook(&self, hook: &InboundHook) -> Result<Recorded, StoreError> {
+        let inserted = sqlx::query(
+            "INSERT INTO inbound_hooks (source, webhook_id, evaluation_id, body, received_at, status) \
+             VALUES ($1, $2, $3, $4, $5, 'pending') ON CONFLICT (source, webhook_id) DO NOTHING",
+        )
+        .bind(&hook.source)
+        .bind(&hook.webhook_id)
+        .bind(hook.evaluation_id)
+        .bind(&hook.body)
+        .bind(hook.received_at)
+        .execute(&self.pool)
+        .await?;
+        if inserted.rows_affected() == 1 {
+            return Ok(Recorded::New);
+        }
+        let evaluation_id: Uuid = sqlx::query_scalar(
+            "SELECT evaluation_id FROM inbound_hooks WHERE source = $1 AND webhook_id = $2",
+        )
+        .bind(&hook.source)
+        .bind(&hook.webhook_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(Recorded::Duplicate { evaluation_id })
+    }
+
+    async fn claim_inbound_hooks(
+        &self,
+        sources: &[String],
+        now: DateTime<Utc>,
+        lease: Duration,
+        limit: u32,
+    ) -> Result<Vec<InboundHook>, StoreError> {
+        let rows = sqlx::query(
+            "UPDATE inbound_hooks h SET locked_until = $2 WHERE (h.source, h.webhook_id) IN ( \
+                 SELECT source, webhook_id FROM inbound_hooks \
+                 WHERE status = 'pending' AND source = ANY($4) \
+                   AND (locked_until IS NULL OR locked_until <= $1) \
+                 ORDER BY received_at LIMIT $3 FOR UPDATE SKIP LOCKED) \
+             RETURNING h.source, h.webhook_id, h.evaluation_id, h.body, h.received_at",
+        )
+        .bind(now)
+        .bind(now + chrono_duration(lease))
+        .bind(i64::from(limit))
+        .bind(sources)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(InboundHook {
+                    source: row.try_get("source")?,
+                    webhook_id: row.try_get("webhook_id")?,
+                    evaluation_id: row.try_get("evaluation_id")?,
+                    body: row.try_get("body")?,
+                    received_at: row.try_get("received_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn fail_inbound_hook(&self, hook: &InboundHook, error: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE inbound_hooks SET status = 'failed', error = $3, locked_until = NULL \
+             WHERE source = $1 AND webhook_id = $2",
+        )
+        .bind(&hook.source)
+        .bind(&hook.webhook_id)
+        .bind(error)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

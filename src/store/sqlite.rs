@@ -14,13 +14,17 @@ use uuid::Uuid;
 
 use super::{
     assemble_stats, chrono_duration, claim_from, decode_status, Claim, EncodedJson, EvaluationRow,
-    IdempotencyKey, ReviewRow, StatsWindow, Store, StoreError,
+    IdempotencyKey, NewEvaluation, ReviewRow, StatsWindow, Store, StoreError,
 };
 use crate::domain::Decision;
 use crate::evaluation::{Evaluation, EvaluationFilter};
 use crate::review::{
     AuditEntry, LabelRecord, ReviewConflict, ReviewFilter, ReviewItem, ReviewOutcome, ReviewStatus,
     Stats,
+};
+use crate::webhooks::{
+    AttemptResult, AttemptView, Delivery, DeliveryFilter, DeliveryView, InboundHook, OutboxMessage,
+    Recorded,
 };
 
 const COLUMNS: &str = "id, created_at, session_id, event, user_id, amount, currency, metadata, \
@@ -98,6 +102,31 @@ fn read_review(row: &SqliteRow) -> Result<ReviewRow, StoreError> {
     })
 }
 
+async fn enqueue(
+    tx: &mut sqlx::Transaction<'_, Sqlite>,
+    messages: &[OutboxMessage],
+) -> Result<(), StoreError> {
+    for message in messages {
+        sqlx::query(
+            "INSERT INTO webhook_messages (id, subscription, url, event_type, payload, created_at, \
+             status, next_attempt_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?6)",
+        )
+        .bind(&message.id)
+        .bind(&message.subscription)
+        .bind(&message.url)
+        .bind(&message.event_type)
+        .bind(&message.payload)
+        .bind(millis(message.created_at))
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+fn non_negative(value: i64) -> u32 {
+    u32::try_from(value).unwrap_or(0)
+}
+
 async fn audit(
     tx: &mut sqlx::Transaction<'_, Sqlite>,
     review_id: Uuid,
@@ -161,12 +190,9 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    #[tracing::instrument(name = "store.insert_evaluation", skip_all, fields(id = %evaluation.id))]
-    async fn insert_evaluation(
-        &self,
-        evaluation: &Evaluation,
-        idempotency: Option<&IdempotencyKey>,
-    ) -> Result<(), StoreError> {
+    #[tracing::instrument(name = "store.insert_evaluation", skip_all, fields(id = %new.evaluation.id))]
+    async fn insert_evaluation(&self, new: &NewEvaluation<'_>) -> Result<(), StoreError> {
+        let evaluation = new.evaluation;
         let json = EncodedJson::of(evaluation)?;
         let t = &evaluation.timings;
         // IMMEDIATE takes the write lock up front, so the transaction never
@@ -227,7 +253,18 @@ impl Store for SqliteStore {
             )
             .await?;
         }
-        if let Some(key) = idempotency {
+        if let Some(hook) = new.inbound {
+            sqlx::query(
+                "UPDATE inbound_hooks SET status = 'done', locked_until = NULL \
+                 WHERE source = ? AND webhook_id = ?",
+            )
+            .bind(&hook.source)
+            .bind(&hook.webhook_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        enqueue(&mut tx, new.outbox).await?;
+        if let Some(key) = new.idempotency {
             let done = sqlx::query(
                 "UPDATE idempotency_keys SET evaluation_id = ? \
                  WHERE scope = ? AND key = ? AND request_hash = ? AND evaluation_id IS NULL",
@@ -549,6 +586,7 @@ impl Store for SqliteStore {
         outcome: ReviewOutcome,
         note: Option<&str>,
         now: DateTime<Utc>,
+        announce: &(dyn for<'r> Fn(&'r ReviewItem) -> Vec<OutboxMessage> + Sync),
     ) -> Result<Result<ReviewItem, ReviewConflict>, StoreError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let Some(row) = sqlx::query(&format!(
@@ -598,6 +636,7 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await?;
         let item = read_review(&row)?.into_item(now)?;
+        enqueue(&mut tx, &announce(&item)).await?;
         tx.commit().await?;
         Ok(Ok(item))
     }
@@ -720,6 +759,265 @@ impl Store for SqliteStore {
             resolution_secs,
             decision_labels,
         ))
+    }
+
+    async fn claim_deliveries(
+        &self,
+        subscriptions: &[String],
+        now: DateTime<Utc>,
+        lease: Duration,
+        limit: u32,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        // One statement, so SQLite's single writer makes it atomic.
+        let rows = sqlx::query(
+            "UPDATE webhook_messages SET attempts = attempts + 1, locked_until = ?2 \
+             WHERE id IN ( \
+                 SELECT h.id FROM webhook_messages h \
+                 WHERE h.status = 'pending' AND h.next_attempt_at <= ?1 \
+                   AND h.subscription IN (SELECT value FROM json_each(?4)) \
+                   AND (h.locked_until IS NULL OR h.locked_until <= ?1) \
+                   AND NOT EXISTS (SELECT 1 FROM webhook_messages o \
+                       WHERE o.subscription = h.subscription AND o.status = 'pending' \
+                         AND (o.created_at, o.id) < (h.created_at, h.id)) \
+                 ORDER BY h.created_at, h.id LIMIT ?3) \
+             RETURNING id, subscription, url, payload, attempts, failures",
+        )
+        .bind(millis(now))
+        .bind(millis(now + chrono_duration(lease)))
+        .bind(i64::from(limit))
+        .bind(super::to_json(&subscriptions)?)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(Delivery {
+                    id: row.try_get("id")?,
+                    subscription: row.try_get("subscription")?,
+                    url: row.try_get("url")?,
+                    payload: row.try_get("payload")?,
+                    attempt: non_negative(row.try_get("attempts")?),
+                    failures: non_negative(row.try_get("failures")?),
+                })
+            })
+            .collect()
+    }
+
+    async fn record_delivery(
+        &self,
+        delivery: &Delivery,
+        result: &AttemptResult,
+        retry_at: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query(
+            "INSERT INTO webhook_attempts (message_id, attempt, at, status_code, error, duration_ms) \
+             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(&delivery.id)
+        .bind(i64::from(delivery.attempt))
+        .bind(millis(now))
+        .bind(result.status_code.map(i64::from))
+        .bind(&result.error)
+        .bind(i64::from(result.duration_ms))
+        .execute(&mut *tx)
+        .await?;
+        let (status, next) = match (result.delivered(), retry_at) {
+            (true, _) => ("delivered", now),
+            (false, Some(at)) => ("pending", at),
+            (false, None) => ("failed", now),
+        };
+        sqlx::query(
+            "UPDATE webhook_messages SET status = ?3, next_attempt_at = ?4, locked_until = NULL, \
+             failures = CASE WHEN ?3 = 'delivered' THEN failures ELSE failures + 1 END, \
+             last_status_code = ?5, last_error = ?6, \
+             delivered_at = CASE WHEN ?3 = 'delivered' THEN ?7 ELSE delivered_at END \
+             WHERE id = ?1 AND attempts = ?2 AND status = 'pending'",
+        )
+        .bind(&delivery.id)
+        .bind(i64::from(delivery.attempt))
+        .bind(status)
+        .bind(millis(next))
+        .bind(result.status_code.map(i64::from))
+        .bind(&result.error)
+        .bind(millis(now))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_deliveries(
+        &self,
+        filter: &DeliveryFilter,
+    ) -> Result<Vec<DeliveryView>, StoreError> {
+        let mut query: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "SELECT id, subscription, url, event_type, status, attempts, next_attempt_at, \
+             last_status_code, last_error, created_at, delivered_at FROM webhook_messages WHERE 1",
+        );
+        if let Some(status) = &filter.status {
+            query.push(" AND status = ").push_bind(status);
+        }
+        if let Some(event_type) = &filter.event_type {
+            query.push(" AND event_type = ").push_bind(event_type);
+        }
+        query
+            .push(" ORDER BY created_at DESC, id DESC LIMIT ")
+            .push_bind(i64::from(filter.limit));
+        let rows = query.build().fetch_all(&self.pool).await?;
+        let mut views = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let id: String = row.try_get("id")?;
+            let status: String = row.try_get("status")?;
+            let attempt_log = sqlx::query(
+                "SELECT attempt, at, status_code, error, duration_ms FROM webhook_attempts \
+                 WHERE message_id = ? ORDER BY attempt",
+            )
+            .bind(&id)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|a| {
+                Ok(AttemptView {
+                    attempt: non_negative(a.try_get("attempt")?),
+                    at: from_millis("at", a.try_get("at")?)?,
+                    status_code: a
+                        .try_get::<Option<i64>, _>("status_code")?
+                        .and_then(|s| u16::try_from(s).ok()),
+                    error: a.try_get("error")?,
+                    duration_ms: non_negative(a.try_get("duration_ms")?),
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+            let delivered_at: Option<i64> = row.try_get("delivered_at")?;
+            views.push(DeliveryView {
+                next_attempt_at: if status == "pending" {
+                    Some(from_millis(
+                        "next_attempt_at",
+                        row.try_get("next_attempt_at")?,
+                    )?)
+                } else {
+                    None
+                },
+                id,
+                subscription: row.try_get("subscription")?,
+                url: row.try_get("url")?,
+                event_type: row.try_get("event_type")?,
+                status,
+                attempts: non_negative(row.try_get("attempts")?),
+                last_status_code: row
+                    .try_get::<Option<i64>, _>("last_status_code")?
+                    .and_then(|s| u16::try_from(s).ok()),
+                last_error: row.try_get("last_error")?,
+                created_at: from_millis("created_at", row.try_get("created_at")?)?,
+                delivered_at: delivered_at
+                    .map(|ms| from_millis("delivered_at", ms))
+                    .transpose()?,
+                attempt_log,
+            });
+        }
+        Ok(views)
+    }
+
+    async fn retry_delivery(
+        &self,
+        id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<bool>, StoreError> {
+        let requeued = sqlx::query(
+            "UPDATE webhook_messages SET status = 'pending', failures = 0, next_attempt_at = ?, \
+             locked_until = NULL WHERE id = ? AND status = 'failed'",
+        )
+        .bind(millis(now))
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        if requeued.rows_affected() == 1 {
+            return Ok(Some(true));
+        }
+        let exists: Option<String> =
+            sqlx::query_scalar("SELECT id FROM webhook_messages WHERE id = ?")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(exists.map(|_| false))
+    }
+
+    async fn record_inbound_hook(&self, hook: &InboundHook) -> Result<Recorded, StoreError> {
+        let inserted = sqlx::query(
+            "INSERT INTO inbound_hooks (source, webhook_id, evaluation_id, body, received_at, status) \
+             VALUES (?, ?, ?, ?, ?, 'pending') ON CONFLICT (source, webhook_id) DO NOTHING",
+        )
+        .bind(&hook.source)
+        .bind(&hook.webhook_id)
+        .bind(hook.evaluation_id.to_string())
+        .bind(&hook.body)
+        .bind(millis(hook.received_at))
+        .execute(&self.pool)
+        .await?;
+        if inserted.rows_affected() == 1 {
+            return Ok(Recorded::New);
+        }
+        let evaluation_id: String = sqlx::query_scalar(
+            "SELECT evaluation_id FROM inbound_hooks WHERE source = ? AND webhook_id = ?",
+        )
+        .bind(&hook.source)
+        .bind(&hook.webhook_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(Recorded::Duplicate {
+            evaluation_id: parse_uuid("evaluation_id", &evaluation_id)?,
+        })
+    }
+
+    async fn claim_inbound_hooks(
+        &self,
+        sources: &[String],
+        now: DateTime<Utc>,
+        lease: Duration,
+        limit: u32,
+    ) -> Result<Vec<InboundHook>, StoreError> {
+        let rows = sqlx::query(
+            "UPDATE inbound_hooks SET locked_until = ?2 WHERE (source, webhook_id) IN ( \
+                 SELECT source, webhook_id FROM inbound_hooks \
+                 WHERE status = 'pending' AND source IN (SELECT value FROM json_each(?4)) \
+                   AND (locked_until IS NULL OR locked_until <= ?1) \
+                 ORDER BY received_at LIMIT ?3) \
+             RETURNING source, webhook_id, evaluation_id, body, received_at",
+        )
+        .bind(millis(now))
+        .bind(millis(now + chrono_duration(lease)))
+        .bind(i64::from(limit))
+        .bind(super::to_json(&sources)?)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(InboundHook {
+                    source: row.try_get("source")?,
+                    webhook_id: row.try_get("webhook_id")?,
+                    evaluation_id: parse_uuid(
+                        "evaluation_id",
+                        &row.try_get::<String, _>("evaluation_id")?,
+                    )?,
+                    body: row.try_get("body")?,
+                    received_at: from_millis("received_at", row.try_get("received_at")?)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn fail_inbound_hook(&self, hook: &InboundHook, error: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE inbound_hooks SET status = 'failed', error = ?, locked_until = NULL \
+             WHERE source = ? AND webhook_id = ?",
+        )
+        .bind(error)
+        .bind(&hook.source)
+        .bind(&hook.webhook_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -49,9 +49,16 @@ pub struct TestApp {
 #[derive(Default)]
 pub struct Options {
     pub env: Vec<(&'static str, String)>,
+    /// A configuration file's text, passed as `--config` would be.
+    pub config: Option<String>,
 }
 
 impl Options {
+    pub fn with_config(mut self, toml: impl Into<String>) -> Self {
+        self.config = Some(toml.into());
+        self
+    }
+
     pub fn with(mut self, name: &'static str, value: impl Into<String>) -> Self {
         self.env.push((name, value.into()));
         self
@@ -86,13 +93,20 @@ pub async fn spawn_app_with(backend: Backend, options: Options) -> TestApp {
         ("RISKGATE_ROUNDTABLE__ATTEMPT_TIMEOUT_MS", "300".to_owned()),
         ("RISKGATE_ROUNDTABLE__BACKOFF_BASE_MS", "20".to_owned()),
         ("RISKGATE_ROUNDTABLE__BACKOFF_MAX_MS", "80".to_owned()),
+        ("RISKGATE_WEBHOOKS__POLL_INTERVAL_MS", "50".to_owned()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
     env.extend(options.env.into_iter().map(|(k, v)| (k.to_owned(), v)));
 
-    let settings = Settings::load_from(None, env).expect("test settings are valid");
+    let config_path = options.config.map(|text| {
+        let path = dir.path().join("riskgate.toml");
+        std::fs::write(&path, text).expect("config written");
+        path
+    });
+    let settings =
+        Settings::load_from(config_path.as_deref(), env).expect("test settings are valid");
     let app = Application::build(settings).await.expect("app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     tokio::spawn(app.run_until_stopped());
@@ -186,11 +200,16 @@ impl TestApp {
 
     /// Rows in the evaluations table, read straight from the database.
     pub async fn row_count(&self) -> i64 {
+        self.scalar("SELECT COUNT(*) FROM evaluations").await
+    }
+
+    /// A count read straight from the database.
+    pub async fn scalar(&self, sql: &str) -> i64 {
         if self.database_url.starts_with("sqlite:") {
             let mut conn = sqlx::SqliteConnection::connect(&self.database_url)
                 .await
                 .expect("sqlite");
-            sqlx::query_scalar("SELECT COUNT(*) FROM evaluations")
+            sqlx::query_scalar(sql)
                 .fetch_one(&mut conn)
                 .await
                 .expect("count")
@@ -198,7 +217,7 @@ impl TestApp {
             let mut conn = PgConnection::connect(&self.database_url)
                 .await
                 .expect("postgres");
-            sqlx::query_scalar("SELECT COUNT(*) FROM evaluations")
+            sqlx::query_scalar(sql)
                 .fetch_one(&mut conn)
                 .await
                 .expect("count")

@@ -13,3 +13,4 @@ mod reviews;
 mod store;
 mod upstream;
 mod waiting;
+mod webhooks;

@@ -17,18 +17,30 @@ use crate::on_both_backends;
 use crate::proxy::TcpProxy;
 
 /// riskgate as a separate OS process, killed when dropped.
-struct Process {
-    child: Child,
-    address: String,
+pub struct Process {
+    pub child: Child,
+    pub address: String,
 }
 
 impl Process {
-    async fn start(database_url: &str, roundtable: &str) -> Self {
+    pub async fn start(database_url: &str, roundtable: &str) -> Self {
+        Self::start_with(database_url, roundtable, None).await
+    }
+
+    pub async fn start_with(
+        database_url: &str,
+        roundtable: &str,
+        config: Option<&std::path::Path>,
+    ) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("free port")
             .port();
-        let child = Command::new(env!("CARGO_BIN_EXE_riskgate"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_riskgate"));
+        if let Some(config) = config {
+            command.arg("--config").arg(config);
+        }
+        let child = command
             .arg("serve")
             .env_clear()
             .env("RISKGATE_LISTEN", format!("127.0.0.1:{port}"))
@@ -63,7 +75,7 @@ impl Process {
         process
     }
 
-    fn signal(&self, signal: &str) {
+    pub fn signal(&self, signal: &str) {
         let status = Command::new("kill")
             .args([format!("-{signal}"), self.child.id().to_string()])
             .status()

@@ -381,7 +381,9 @@ async fn two_reviewers_drain_a_thousand_items_exactly_once(backend: Backend) {
     .expect("store");
     for i in 0..1_000 {
         store
-            .insert_evaluation(&crate::store::review_evaluation(f64::from(i % 97)), None)
+            .insert_evaluation(&riskgate::store::NewEvaluation::plain(
+                &crate::store::review_evaluation(f64::from(i % 97)),
+            ))
             .await
             .expect("seed");
     }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use riskgate::config::DatabaseSettings;
-use riskgate::store::{self, Claim, IdempotencyKey, Store, StoreError};
+use riskgate::store::{self, Claim, IdempotencyKey, NewEvaluation, Store, StoreError};
 use serde_json::json;
 
 use crate::helpers::{spawn_app, Backend};
@@ -85,7 +85,10 @@ async fn idempotency_claims_follow_their_lease_and_expiry(backend: Backend) {
     // Completing stores the evaluation and the key's answer together.
     let evaluation = sample_evaluation();
     store
-        .insert_evaluation(&evaluation, Some(&key("h1")))
+        .insert_evaluation(&NewEvaluation {
+            idempotency: Some(&key("h1")),
+            ..NewEvaluation::plain(&evaluation)
+        })
         .await
         .expect("insert");
     assert_eq!(
@@ -140,7 +143,12 @@ async fn a_lost_claim_rolls_the_evaluation_back(backend: Backend) {
         .await
         .expect("release");
     let evaluation = sample_evaluation();
-    let result = store.insert_evaluation(&evaluation, Some(&key("h1"))).await;
+    let result = store
+        .insert_evaluation(&NewEvaluation {
+            idempotency: Some(&key("h1")),
+            ..NewEvaluation::plain(&evaluation)
+        })
+        .await;
     assert!(
         matches!(result, Err(StoreError::IdempotencyLost)),
         "{result:?}"
