@@ -5,14 +5,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
-use sqlx::{Postgres, QueryBuilder, Row};
+use sqlx::{Connection, Postgres, QueryBuilder, Row};
 use uuid::Uuid;
 
 use super::{
     assemble_stats, chrono_duration, claim_from, decode_status, Claim, EncodedJson, EvaluationRow,
     IdempotencyKey, NewEvaluation, ReviewRow, StatsWindow, Store, StoreError,
 };
-use crate::domain::Decision;
 use crate::evaluation::{Evaluation, EvaluationFilter};
 use crate::review::{
     AuditEntry, LabelRecord, ReviewConflict, ReviewFilter, ReviewItem, ReviewOutcome, ReviewStatus,
@@ -29,6 +28,9 @@ const COLUMNS: &str = "id, created_at, session_id, event, user_id, amount::text 
     upstream_attempts::bigint AS upstream_attempts, upstream_ms::bigint AS upstream_ms, \
     total_ms::bigint AS total_ms, report_shape, report_snapshot::text AS report_snapshot, request_id";
 
+/// A pooled connection idle longer than this is pinged before use.
+const IDLE_BEFORE_PING: Duration = Duration::from_secs(1);
+
 /// Evaluations in PostgreSQL.
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
@@ -44,6 +46,19 @@ impl PostgresStore {
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(acquire_timeout)
+            // A ping on every checkout is a round trip per request. Ping only
+            // connections that sat idle (which an outage may have broken); a
+            // busy connection that breaks fails its request with a 503 and
+            // is dropped.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for > IDLE_BEFORE_PING {
+                        conn.ping().await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect(url)
             .await?;
         Ok(Self { pool })
@@ -125,6 +140,79 @@ async fn audit(
     Ok(())
 }
 
+/// Writes an evaluation with everything that goes with it in one statement:
+/// the row, its review item and audit entry (for a review), its outbox
+/// messages, and its inbound hook's completion.
+async fn write_evaluation<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+    new: &NewEvaluation<'_>,
+) -> Result<(), StoreError> {
+    let evaluation = new.evaluation;
+    let json = EncodedJson::of(evaluation)?;
+    let t = &evaluation.timings;
+    let column = |f: fn(&OutboxMessage) -> &String| {
+        new.outbox.iter().map(f).cloned().collect::<Vec<String>>()
+    };
+    sqlx::query(
+        "WITH ev AS ( \
+             INSERT INTO evaluations (id, created_at, session_id, event, user_id, amount, currency, \
+             metadata, decision, score, reasons, policy_version, degraded, degraded_reason, \
+             session_replay_url, upstream_attempts, upstream_ms, total_ms, report_shape, report_snapshot, \
+             request_id) \
+             VALUES ($1, $2, $3, $4, $5, $6::numeric, $7, $8::jsonb, $9, $10, $11::jsonb, $12, $13, \
+             $14, $15, $16, $17, $18, $19, $20::json, $21) RETURNING id), \
+         rv AS ( \
+             INSERT INTO review_items (id, evaluation_id, status, score, event, user_id, created_at) \
+             SELECT $22, id, 'open', $10, $4, $5, $2 FROM ev WHERE $9 = 'review' RETURNING id), \
+         au AS ( \
+             INSERT INTO review_audit (review_id, at, actor, from_status, to_status) \
+             SELECT id, $2, $30, NULL, 'open' FROM rv), \
+         ob AS ( \
+             INSERT INTO webhook_messages (id, subscription, url, event_type, payload, created_at, \
+             status, next_attempt_at) \
+             SELECT m.id, m.subscription, m.url, m.event_type, m.payload, $2, 'pending', $2 \
+             FROM ev, unnest($23::text[], $24::text[], $25::text[], $26::text[], $27::text[]) \
+                 AS m(id, subscription, url, event_type, payload)), \
+         hk AS ( \
+             UPDATE inbound_hooks SET status = 'done', locked_until = NULL \
+             WHERE source = $28 AND webhook_id = $29 AND EXISTS (SELECT 1 FROM ev)) \
+         SELECT 1",
+    )
+    .bind(evaluation.id)
+    .bind(evaluation.created_at)
+    .bind(&evaluation.session_id)
+    .bind(&evaluation.event)
+    .bind(&evaluation.user_id)
+    .bind(&evaluation.amount)
+    .bind(&evaluation.currency)
+    .bind(&json.metadata)
+    .bind(evaluation.decision.as_str())
+    .bind(evaluation.score)
+    .bind(&json.reasons)
+    .bind(&evaluation.policy_version)
+    .bind(evaluation.degraded)
+    .bind(&evaluation.degraded_reason)
+    .bind(&evaluation.session_replay_url)
+    .bind(saturating_i32(t.upstream_attempts))
+    .bind(saturating_i32(t.upstream_ms))
+    .bind(saturating_i32(t.total_ms))
+    .bind(&evaluation.report_shape)
+    .bind(&evaluation.report_snapshot)
+    .bind(&evaluation.request_id)
+    .bind(Uuid::now_v7())
+    .bind(column(|m| &m.id))
+    .bind(column(|m| &m.subscription))
+    .bind(column(|m| &m.url))
+    .bind(column(|m| &m.event_type))
+    .bind(column(|m| &m.payload))
+    .bind(new.inbound.map(|h| h.source.as_str()))
+    .bind(new.inbound.map(|h| h.webhook_id.as_str()))
+    .bind(SYSTEM_ACTOR)
+    .execute(executor)
+    .await?;
+    Ok(())
+}
+
 async fn enqueue(
     tx: &mut sqlx::Transaction<'_, Postgres>,
     messages: &[OutboxMessage],
@@ -165,91 +253,27 @@ impl Store for PostgresStore {
 
     #[tracing::instrument(name = "store.insert_evaluation", skip_all, fields(id = %new.evaluation.id))]
     async fn insert_evaluation(&self, new: &NewEvaluation<'_>) -> Result<(), StoreError> {
-        let evaluation = new.evaluation;
-        let json = EncodedJson::of(evaluation)?;
-        let t = &evaluation.timings;
+        // Without an idempotency key, one statement is the whole write: one
+        // round trip, atomic by itself. With one, a transaction adds the
+        // key's completion, which must roll everything back if it was lost.
+        let Some(key) = new.idempotency else {
+            write_evaluation(&self.pool, new).await?;
+            return Ok(());
+        };
         let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO evaluations (id, created_at, session_id, event, user_id, amount, currency, \
-             metadata, decision, score, reasons, policy_version, degraded, degraded_reason, \
-             session_replay_url, upstream_attempts, upstream_ms, total_ms, report_shape, report_snapshot, \
-             request_id) \
-             VALUES ($1, $2, $3, $4, $5, $6::numeric, $7, $8::jsonb, $9, $10, $11::jsonb, $12, $13, \
-             $14, $15, $16, $17, $18, $19, $20::json, $21)",
+        write_evaluation(&mut *tx, new).await?;
+        let done = sqlx::query(
+            "UPDATE idempotency_keys SET evaluation_id = $1 \
+             WHERE scope = $2 AND key = $3 AND request_hash = $4 AND evaluation_id IS NULL",
         )
-        .bind(evaluation.id)
-        .bind(evaluation.created_at)
-        .bind(&evaluation.session_id)
-        .bind(&evaluation.event)
-        .bind(&evaluation.user_id)
-        .bind(&evaluation.amount)
-        .bind(&evaluation.currency)
-        .bind(&json.metadata)
-        .bind(evaluation.decision.as_str())
-        .bind(evaluation.score)
-        .bind(&json.reasons)
-        .bind(&evaluation.policy_version)
-        .bind(evaluation.degraded)
-        .bind(&evaluation.degraded_reason)
-        .bind(&evaluation.session_replay_url)
-        .bind(saturating_i32(t.upstream_attempts))
-        .bind(saturating_i32(t.upstream_ms))
-        .bind(saturating_i32(t.total_ms))
-        .bind(&evaluation.report_shape)
-        .bind(&evaluation.report_snapshot)
-        .bind(&evaluation.request_id)
+        .bind(new.evaluation.id)
+        .bind(&key.scope)
+        .bind(&key.key)
+        .bind(&key.request_hash)
         .execute(&mut *tx)
         .await?;
-        if evaluation.decision == Decision::Review {
-            let review_id = Uuid::now_v7();
-            sqlx::query(
-                "INSERT INTO review_items (id, evaluation_id, status, score, event, user_id, created_at) \
-                 VALUES ($1, $2, 'open', $3, $4, $5, $6)",
-            )
-            .bind(review_id)
-            .bind(evaluation.id)
-            .bind(evaluation.score)
-            .bind(&evaluation.event)
-            .bind(&evaluation.user_id)
-            .bind(evaluation.created_at)
-            .execute(&mut *tx)
-            .await?;
-            audit(
-                &mut tx,
-                review_id,
-                evaluation.created_at,
-                SYSTEM_ACTOR,
-                None,
-                ReviewStatus::Open,
-                None,
-            )
-            .await?;
-        }
-        if let Some(hook) = new.inbound {
-            sqlx::query(
-                "UPDATE inbound_hooks SET status = 'done', locked_until = NULL \
-                 WHERE source = $1 AND webhook_id = $2",
-            )
-            .bind(&hook.source)
-            .bind(&hook.webhook_id)
-            .execute(&mut *tx)
-            .await?;
-        }
-        enqueue(&mut tx, new.outbox).await?;
-        if let Some(key) = new.idempotency {
-            let done = sqlx::query(
-                "UPDATE idempotency_keys SET evaluation_id = $1 \
-                 WHERE scope = $2 AND key = $3 AND request_hash = $4 AND evaluation_id IS NULL",
-            )
-            .bind(evaluation.id)
-            .bind(&key.scope)
-            .bind(&key.key)
-            .bind(&key.request_hash)
-            .execute(&mut *tx)
-            .await?;
-            if done.rows_affected() != 1 {
-                return Err(StoreError::IdempotencyLost);
-            }
+        if done.rows_affected() != 1 {
+            return Err(StoreError::IdempotencyLost);
         }
         tx.commit().await?;
         Ok(())
