@@ -32,9 +32,15 @@ const COLUMNS: &str = "id, created_at, session_id, event, user_id, amount, curre
     upstream_attempts, upstream_ms, total_ms, report_shape, report_snapshot, request_id";
 
 /// Evaluations in a SQLite file.
+///
+/// SQLite has one writer at a time. Writers waiting on its lock back off by
+/// sleeping, which makes tail latency terrible under concurrency; so writes
+/// go through a pool of one connection (they queue fairly in process) and
+/// reads through their own pool (WAL lets them run beside the writer).
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
-    pool: SqlitePool,
+    writer: SqlitePool,
+    reader: SqlitePool,
 }
 
 impl SqliteStore {
@@ -51,12 +57,17 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(5))
             .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(acquire_timeout)
+            .connect_with(options.clone())
+            .await?;
+        let reader = SqlitePoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(acquire_timeout)
             .connect_with(options)
             .await?;
-        Ok(Self { pool })
+        Ok(Self { writer, reader })
     }
 }
 
@@ -185,7 +196,7 @@ fn read_row(row: &SqliteRow) -> Result<Evaluation, StoreError> {
 impl Store for SqliteStore {
     async fn migrate(&self) -> Result<(), StoreError> {
         sqlx::migrate!("./migrations/sqlite")
-            .run(&self.pool)
+            .run(&self.writer)
             .await?;
         Ok(())
     }
@@ -197,7 +208,7 @@ impl Store for SqliteStore {
         let t = &evaluation.timings;
         // IMMEDIATE takes the write lock up front, so the transaction never
         // has to upgrade a read lock (which SQLite may refuse outright).
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query(
             "INSERT INTO evaluations (id, created_at, session_id, event, user_id, amount, currency, \
              metadata, decision, score, reasons, policy_version, degraded, degraded_reason, \
@@ -309,7 +320,7 @@ impl Store for SqliteStore {
         .bind(millis(now + chrono_duration(lease)))
         .bind(millis(now + chrono_duration(ttl)))
         .bind(millis(now))
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.writer)
         .await?;
         if acquired.is_some() {
             return Ok(Claim::Acquired);
@@ -319,7 +330,7 @@ impl Store for SqliteStore {
         )
         .bind(&key.scope)
         .bind(&key.key)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.writer)
         .await?;
         let Some(row) = held else {
             return Ok(Claim::InProgress);
@@ -341,7 +352,7 @@ impl Store for SqliteStore {
         .bind(&key.scope)
         .bind(&key.key)
         .bind(&key.request_hash)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -349,7 +360,7 @@ impl Store for SqliteStore {
     async fn purge_expired_idempotency_keys(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
         let purged = sqlx::query("DELETE FROM idempotency_keys WHERE expires_at <= ?")
             .bind(millis(now))
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(purged.rows_affected())
     }
@@ -357,7 +368,7 @@ impl Store for SqliteStore {
     async fn get_evaluation(&self, id: Uuid) -> Result<Option<Evaluation>, StoreError> {
         let row = sqlx::query(&format!("SELECT {COLUMNS} FROM evaluations WHERE id = ?"))
             .bind(id.to_string())
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.reader)
             .await?;
         row.as_ref().map(read_row).transpose()
     }
@@ -394,7 +405,7 @@ impl Store for SqliteStore {
         query
             .push(" ORDER BY created_at DESC, id DESC LIMIT ")
             .push_bind(i64::from(filter.limit));
-        let rows = query.build().fetch_all(&self.pool).await?;
+        let rows = query.build().fetch_all(&self.reader).await?;
         rows.iter().map(read_row).collect()
     }
 
@@ -445,7 +456,7 @@ impl Store for SqliteStore {
         query
             .push(" ORDER BY score DESC, created_at ASC, id ASC LIMIT ")
             .push_bind(i64::from(filter.limit));
-        let rows = query.build().fetch_all(&self.pool).await?;
+        let rows = query.build().fetch_all(&self.reader).await?;
         rows.iter()
             .map(|row| read_review(row)?.into_item(now))
             .collect()
@@ -460,7 +471,7 @@ impl Store for SqliteStore {
             "SELECT {REVIEW_COLUMNS} FROM review_items WHERE id = ?"
         ))
         .bind(id.to_string())
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.reader)
         .await?
         else {
             return Ok(None);
@@ -470,7 +481,7 @@ impl Store for SqliteStore {
             "SELECT at, actor, from_status, to_status, note FROM review_audit WHERE review_id = ? ORDER BY id",
         )
         .bind(id.to_string())
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reader)
         .await?
         .iter()
         .map(|row| {
@@ -496,7 +507,7 @@ impl Store for SqliteStore {
     ) -> Result<Option<ReviewItem>, StoreError> {
         // SQLite has one writer at a time: the IMMEDIATE transaction is the
         // lock, so the select-then-update below cannot interleave with another.
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let next: Option<String> = sqlx::query_scalar(
             "SELECT id FROM review_items \
              WHERE (status = 'open' OR (status = 'claimed' AND claim_expires_at <= ?1)) \
@@ -541,7 +552,7 @@ impl Store for SqliteStore {
         now: DateTime<Utc>,
         lease: Duration,
     ) -> Result<Result<ReviewItem, ReviewConflict>, StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let Some(row) = sqlx::query(&format!(
             "SELECT {REVIEW_COLUMNS} FROM review_items WHERE id = ?"
         ))
@@ -588,7 +599,7 @@ impl Store for SqliteStore {
         now: DateTime<Utc>,
         announce: &(dyn for<'r> Fn(&'r ReviewItem) -> Vec<OutboxMessage> + Sync),
     ) -> Result<Result<ReviewItem, ReviewConflict>, StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let Some(row) = sqlx::query(&format!(
             "SELECT {REVIEW_COLUMNS} FROM review_items WHERE id = ?"
         ))
@@ -653,7 +664,7 @@ impl Store for SqliteStore {
         .bind(&label.note)
         .bind(&label.created_by)
         .bind(millis(label.created_at))
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(inserted.rows_affected() == 1)
     }
@@ -683,7 +694,7 @@ impl Store for SqliteStore {
         by_event.push(" GROUP BY event, decision");
         let by_event_decision = by_event
             .build()
-            .fetch_all(&self.pool)
+            .fetch_all(&self.reader)
             .await?
             .iter()
             .map(|r| Ok((r.try_get("event")?, r.try_get("decision")?, r.try_get("n")?)))
@@ -693,7 +704,7 @@ impl Store for SqliteStore {
             "created_at",
         )
         .build_query_scalar()
-        .fetch_one(&self.pool)
+        .fetch_one(&self.reader)
         .await?;
         let mut outcomes = windowed(
             "SELECT outcome, COUNT(*) AS n FROM review_items WHERE status = 'resolved'",
@@ -702,7 +713,7 @@ impl Store for SqliteStore {
         outcomes.push(" GROUP BY outcome");
         let outcomes = outcomes
             .build()
-            .fetch_all(&self.pool)
+            .fetch_all(&self.reader)
             .await?
             .iter()
             .map(|r| Ok((r.try_get("outcome")?, r.try_get("n")?)))
@@ -721,7 +732,7 @@ impl Store for SqliteStore {
         if let Some(event) = &window.event {
             queue.push(" AND event = ").push_bind(event.clone());
         }
-        let queue_row = queue.build().fetch_one(&self.pool).await?;
+        let queue_row = queue.build().fetch_one(&self.reader).await?;
         let oldest: Option<i64> = queue_row.try_get("oldest")?;
         let queue = (
             queue_row.try_get("open")?,
@@ -733,7 +744,7 @@ impl Store for SqliteStore {
             "resolved_at",
         )
         .build_query_scalar()
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reader)
         .await?;
         let mut labels = windowed(
             "SELECT decision, label, COUNT(*) AS n FROM (SELECT e.decision, \
@@ -744,7 +755,7 @@ impl Store for SqliteStore {
         labels.push(") latest WHERE label IS NOT NULL GROUP BY decision, label");
         let decision_labels = labels
             .build()
-            .fetch_all(&self.pool)
+            .fetch_all(&self.reader)
             .await?
             .iter()
             .map(|r| Ok((r.try_get("decision")?, r.try_get("label")?, r.try_get("n")?)))
@@ -786,7 +797,7 @@ impl Store for SqliteStore {
         .bind(millis(now + chrono_duration(lease)))
         .bind(i64::from(limit))
         .bind(super::to_json(&subscriptions)?)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.writer)
         .await?;
         rows.iter()
             .map(|row| {
@@ -809,7 +820,7 @@ impl Store for SqliteStore {
         retry_at: Option<DateTime<Utc>>,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query(
             "INSERT INTO webhook_attempts (message_id, attempt, at, status_code, error, duration_ms) \
              VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
@@ -864,7 +875,7 @@ impl Store for SqliteStore {
         query
             .push(" ORDER BY created_at DESC, id DESC LIMIT ")
             .push_bind(i64::from(filter.limit));
-        let rows = query.build().fetch_all(&self.pool).await?;
+        let rows = query.build().fetch_all(&self.reader).await?;
         let mut views = Vec::with_capacity(rows.len());
         for row in &rows {
             let id: String = row.try_get("id")?;
@@ -874,7 +885,7 @@ impl Store for SqliteStore {
                  WHERE message_id = ? ORDER BY attempt",
             )
             .bind(&id)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.reader)
             .await?
             .iter()
             .map(|a| {
@@ -930,7 +941,7 @@ impl Store for SqliteStore {
         )
         .bind(millis(now))
         .bind(id)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         if requeued.rows_affected() == 1 {
             return Ok(Some(true));
@@ -938,7 +949,7 @@ impl Store for SqliteStore {
         let exists: Option<String> =
             sqlx::query_scalar("SELECT id FROM webhook_messages WHERE id = ?")
                 .bind(id)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.writer)
                 .await?;
         Ok(exists.map(|_| false))
     }
@@ -953,7 +964,7 @@ impl Store for SqliteStore {
         .bind(hook.evaluation_id.to_string())
         .bind(&hook.body)
         .bind(millis(hook.received_at))
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         if inserted.rows_affected() == 1 {
             return Ok(Recorded::New);
@@ -963,7 +974,7 @@ impl Store for SqliteStore {
         )
         .bind(&hook.source)
         .bind(&hook.webhook_id)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.writer)
         .await?;
         Ok(Recorded::Duplicate {
             evaluation_id: parse_uuid("evaluation_id", &evaluation_id)?,
@@ -989,7 +1000,7 @@ impl Store for SqliteStore {
         .bind(millis(now + chrono_duration(lease)))
         .bind(i64::from(limit))
         .bind(super::to_json(&sources)?)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.writer)
         .await?;
         rows.iter()
             .map(|row| {
@@ -1015,23 +1026,24 @@ impl Store for SqliteStore {
         .bind(error)
         .bind(&hook.source)
         .bind(&hook.webhook_id)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        sqlx::query("SELECT 1").execute(&self.reader).await?;
         Ok(())
     }
 
     fn pool_stats(&self) -> (u32, u32, u32) {
-        let idle = u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX);
-        let size = self.pool.size();
-        (
-            size.saturating_sub(idle),
-            idle,
-            self.pool.options().get_max_connections(),
-        )
+        let (mut in_use, mut idle, mut max) = (0, 0, 0);
+        for pool in [&self.writer, &self.reader] {
+            let pool_idle = u32::try_from(pool.num_idle()).unwrap_or(u32::MAX);
+            in_use += pool.size().saturating_sub(pool_idle);
+            idle += pool_idle;
+            max += pool.options().get_max_connections();
+        }
+        (in_use, idle, max)
     }
 }
