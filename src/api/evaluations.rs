@@ -315,12 +315,19 @@ fn encode_cursor(created_at: DateTime<Utc>, id: Uuid) -> String {
     URL_SAFE_NO_PAD.encode(format!("{}:{id}", created_at.timestamp_millis()))
 }
 
+/// Milliseconds a cursor may carry: 1970 to 9999, what every backend stores.
+pub(super) fn cursor_millis(text: &str) -> Option<i64> {
+    text.parse()
+        .ok()
+        .filter(|ms| (0..=253_402_300_799_999).contains(ms))
+}
+
 fn decode_cursor(cursor: &str) -> Option<(DateTime<Utc>, Uuid)> {
     let bytes = URL_SAFE_NO_PAD.decode(cursor).ok()?;
     let text = std::str::from_utf8(&bytes).ok()?;
     let (millis, id) = text.split_once(':')?;
     Some((
-        DateTime::from_timestamp_millis(millis.parse().ok()?)?,
+        DateTime::from_timestamp_millis(cursor_millis(millis)?)?,
         Uuid::parse_str(id).ok()?,
     ))
 }
@@ -350,11 +357,13 @@ mod tests {
         let at = DateTime::from_timestamp_millis(1_795_000_000_123).expect("time");
         let id = Uuid::now_v7();
         assert_eq!(decode_cursor(&encode_cursor(at, id)), Some((at, id)));
+        let far_past = URL_SAFE_NO_PAD.encode(format!("-1000000000000000:{id}"));
         for bad in [
             "",
             "!!!",
             "bm90LWEtY3Vyc29y",
             &URL_SAFE_NO_PAD.encode("12:not-a-uuid"),
+            &far_past,
         ] {
             assert_eq!(decode_cursor(bad), None, "{bad}");
         }

@@ -189,6 +189,10 @@ pub async fn retry_delivery(
     id: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    // Message ids are ours (`msg_` and 32 hex digits); anything else names nothing.
+    if id.is_empty() || id.len() > 64 || id.chars().any(|c| !c.is_ascii_graphic()) {
+        return Err(ApiError::NotFound("webhook delivery"));
+    }
     let evaluator = &state.evaluator;
     match evaluator
         .bounded(evaluator.store().retry_delivery(&id, Utc::now()))

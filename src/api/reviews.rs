@@ -168,7 +168,8 @@ fn decode_cursor(cursor: &str) -> Option<(f64, DateTime<Utc>, Uuid)> {
     let text = std::str::from_utf8(&bytes).ok()?;
     let mut parts = text.splitn(3, ':');
     let score: f64 = parts.next()?.parse().ok()?;
-    let created = DateTime::from_timestamp_millis(parts.next()?.parse().ok()?)?;
+    let created =
+        DateTime::from_timestamp_millis(super::evaluations::cursor_millis(parts.next()?)?)?;
     let id = Uuid::parse_str(parts.next()?).ok()?;
     score.is_finite().then_some((score, created, id))
 }

@@ -62,7 +62,11 @@ impl Amount {
         };
         let (integer, fraction) = text.split_once('.').unwrap_or((&text, ""));
         let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+        // No leading zeros: PostgreSQL's NUMERIC would drop them, and the
+        // amount must read back exactly as given.
+        let leading_zero = integer.len() > 1 && integer.starts_with('0');
         let well_formed = !integer.is_empty()
+            && !leading_zero
             && integer.len() <= Self::MAX_INTEGER_DIGITS
             && digits(integer)
             && fraction.len() <= Self::MAX_FRACTION_DIGITS
@@ -452,6 +456,8 @@ mod tests {
             assert_eq!(Amount::parse(&input).map(|a| a.0), Ok(kept.to_owned()));
         }
         for bad in [
+            json!("007.5"),
+            json!("00"),
             json!(""),
             json!("1.2.3"),
             json!("1234567890123456"),

@@ -123,11 +123,13 @@ fn read_flags(value: Option<&Value>, source: CheckSource, into: &mut Vec<Check>)
             Some(s) if s.eq_ignore_ascii_case("unknown") => CheckStatus::Unknown,
             _ => continue,
         };
+        // NUL dropped as in `text`: no database text column takes it.
+        let name = name.replace('\0', "");
         if name.trim().is_empty() {
             continue;
         }
         into.push(Check {
-            name: name.clone(),
+            name,
             status,
             source,
             at_ms: None,
@@ -270,10 +272,12 @@ mod tests {
 
     #[test]
     fn nul_characters_are_dropped_from_text() {
-        let body = br#"{"failed_checks": [{"check": "bad\u0000name"}, {"check": "\u0000"}], "session_replay": {"url": "u\u0000"}}"#;
+        let body = br#"{"failed_checks": [{"check": "bad\u0000name"}, {"check": "\u0000"}], "session_replay": {"url": "u\u0000"},
+            "device_checks": {"bot\u0000": "Detected", "\u0000": "Detected"}}"#;
         let report = read_report(body).expect("a report");
-        assert_eq!(report.checks.len(), 1);
+        assert_eq!(report.checks.len(), 2);
         assert_eq!(report.checks[0].name, "badname");
+        assert_eq!(report.checks[1].name, "bot");
         assert_eq!(report.replay_url.as_deref(), Some("u"));
     }
 

@@ -42,8 +42,12 @@ enum State {
     Open {
         until: Instant,
     },
-    /// One probe is in flight; everyone else gets the fail mode.
-    HalfOpen,
+    /// One probe is in flight; everyone else gets the fail mode. A probe
+    /// that never reports (its request was cancelled) is replaced after the
+    /// cool-down, so the circuit cannot stay half-open for good.
+    HalfOpen {
+        since: Instant,
+    },
 }
 
 /// Wraps a [`ReportSource`] with a circuit breaker.
@@ -85,7 +89,7 @@ impl<S> CircuitBreaker<S> {
         match *self.lock() {
             State::Closed { .. } => CircuitState::Closed,
             State::Open { .. } => CircuitState::Open,
-            State::HalfOpen => CircuitState::HalfOpen,
+            State::HalfOpen { .. } => CircuitState::HalfOpen,
         }
     }
 
@@ -95,10 +99,18 @@ impl<S> CircuitBreaker<S> {
         let admitted = match *state {
             State::Closed { .. } => true,
             State::Open { until } if Instant::now() >= until => {
-                *state = State::HalfOpen;
+                *state = State::HalfOpen {
+                    since: Instant::now(),
+                };
                 true
             }
-            State::Open { .. } | State::HalfOpen => false,
+            State::HalfOpen { since } if since.elapsed() >= self.cool_down => {
+                *state = State::HalfOpen {
+                    since: Instant::now(),
+                };
+                true
+            }
+            State::Open { .. } | State::HalfOpen { .. } => false,
         };
         self.publish(&state);
         admitted
@@ -132,7 +144,7 @@ impl<S> CircuitBreaker<S> {
         let gauge = match state {
             State::Closed { .. } => CircuitState::Closed,
             State::Open { .. } => CircuitState::Open,
-            State::HalfOpen => CircuitState::HalfOpen,
+            State::HalfOpen { .. } => CircuitState::HalfOpen,
         };
         self.metrics.circuit_state.set(gauge.as_gauge());
     }
@@ -221,6 +233,17 @@ mod tests {
         ));
         assert_eq!(breaker.state(), CircuitState::Open);
         assert_eq!(flaky.calls.load(Ordering::SeqCst), 4);
+
+        // A probe that never reports (cancelled) does not wedge the circuit.
+        tokio::time::advance(Duration::from_secs(11)).await;
+        assert!(breaker.admit(), "a probe is let through");
+        assert!(!breaker.admit(), "only one at a time");
+        tokio::time::advance(Duration::from_secs(11)).await;
+        assert!(
+            breaker.admit(),
+            "the lost probe is replaced after the cool-down"
+        );
+        breaker.record(false);
 
         // Upstream heals: the next probe closes it (a 404 is a healthy answer).
         flaky.failing.store(false, Ordering::SeqCst);

@@ -84,7 +84,7 @@ impl SigningSecret {
             .trim()
             .parse()
             .map_err(|_| SignatureError::BadTimestamp)?;
-        if (now - timestamp).abs() > TOLERANCE_SECS {
+        if now.abs_diff(timestamp) > TOLERANCE_SECS.unsigned_abs() {
             return Err(SignatureError::StaleTimestamp);
         }
         let matched = signatures
@@ -181,6 +181,14 @@ mod tests {
                 BODY,
                 TIMESTAMP,
                 SignatureError::BadTimestamp,
+            ),
+            (
+                Some(ID),
+                Some("-9223372036854775808"),
+                Some(SIGNATURE),
+                BODY,
+                TIMESTAMP,
+                SignatureError::StaleTimestamp,
             ),
             (
                 None,

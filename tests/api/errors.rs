@@ -223,6 +223,11 @@ async fn bad_list_parameters_get_422(backend: Backend) {
         ("decision=maybe", "decision"),
         ("since=yesterday", "since"),
         ("cursor=garbage", "cursor"),
+        // A cursor far outside what PostgreSQL can store is refused, not a 500.
+        (
+            "cursor=LTEwMDAwMDAwMDAwMDAwMDA6MDAwMDAwMDAtMDAwMC0wMDAwLTAwMDAtMDAwMDAwMDAwMDAw",
+            "cursor",
+        ),
         ("session_id=a%00b", "session_id"),
         ("colour=blue", "colour"),
     ] {

@@ -355,6 +355,14 @@ async fn a_message_that_exhausts_its_schedule_fails_and_can_be_retried(backend: 
         .await
         .expect("sent");
     assert_problem(again, 409, "delivery-not-failed").await;
+    let nul = app
+        .http
+        .post(app.url("/v1/webhook-deliveries/a%00b/retry"))
+        .bearer_auth(API_KEY)
+        .send()
+        .await
+        .expect("sent");
+    assert_problem(nul, 404, "not-found").await;
     let missing = app
         .http
         .post(app.url("/v1/webhook-deliveries/msg_nope/retry"))
