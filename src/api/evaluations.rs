@@ -14,15 +14,12 @@ use super::auth::Caller;
 use super::body::read_json;
 use super::openapi::EvaluationRequestBody;
 use super::problem::{ApiError, Problem};
+use super::query;
 use super::request_id::RequestId;
 use super::AppState;
 use crate::domain::{Decision, EvaluationRequest, FieldError};
 use crate::evaluation::{EvaluateCall, Evaluation, EvaluationFilter, Outcome};
 use crate::store::IdempotencyKey;
-
-/// Page size when none is asked for, and the most one page may hold.
-const DEFAULT_LIMIT: u32 = 50;
-const MAX_LIMIT: u32 = 200;
 
 /// `POST /v1/evaluations`
 #[utoipa::path(
@@ -255,20 +252,12 @@ fn unknown_parameter(name: &str) -> ApiError {
 
 fn parse_filter(query: &str) -> Result<EvaluationFilter, ApiError> {
     let mut filter = EvaluationFilter {
-        limit: DEFAULT_LIMIT,
+        limit: query::DEFAULT_LIMIT,
         ..EvaluationFilter::default()
     };
     let mut errors = Vec::new();
-    for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
-        let value = value.into_owned();
-        if value.chars().any(char::is_control) {
-            errors.push(FieldError::new(
-                key.as_ref(),
-                "must not contain control characters",
-            ));
-            continue;
-        }
-        match key.as_ref() {
+    for (key, value) in query::pairs(query, &mut errors) {
+        match key.as_str() {
             "session_id" => filter.session_id = Some(value),
             "user_id" => filter.user_id = Some(value),
             "event" => filter.event = Some(value),
@@ -286,12 +275,9 @@ fn parse_filter(query: &str) -> Result<EvaluationFilter, ApiError> {
                     "must be an RFC 3339 time, e.g. 2026-11-28T00:00:00Z",
                 )),
             },
-            "limit" => match value.parse::<u32>() {
-                Ok(n) if (1..=MAX_LIMIT).contains(&n) => filter.limit = n,
-                _ => errors.push(FieldError::new(
-                    "limit",
-                    format!("must be 1 to {MAX_LIMIT}"),
-                )),
+            "limit" => match query::limit(&value) {
+                Ok(n) => filter.limit = n,
+                Err(e) => errors.push(e),
             },
             "cursor" => match decode_cursor(&value) {
                 Some(after) => filter.after = Some(after),
@@ -300,14 +286,10 @@ fn parse_filter(query: &str) -> Result<EvaluationFilter, ApiError> {
                     "is not a cursor this API returned",
                 )),
             },
-            other => errors.push(FieldError::new(other, "is not a known query parameter")),
+            other => errors.push(query::unknown(other)),
         }
     }
-    if errors.is_empty() {
-        Ok(filter)
-    } else {
-        Err(ApiError::Validation(errors))
-    }
+    query::checked(filter, errors)
 }
 
 /// Opaque to clients: the (created_at, id) of the last row of a page.
@@ -384,6 +366,6 @@ mod tests {
             panic!("expected validation errors");
         };
         let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
-        assert_eq!(fields, ["limit", "decision", "since", "colour", "user_id"]);
+        assert_eq!(fields, ["user_id", "limit", "decision", "since", "colour"]);
     }
 }

@@ -7,6 +7,7 @@ use uuid::Uuid;
 
 use super::body::read_body;
 use super::problem::{ApiError, Problem};
+use super::query;
 use super::AppState;
 use crate::domain::FieldError;
 use crate::webhooks::{
@@ -140,32 +141,28 @@ pub async fn list_deliveries(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let mut filter = DeliveryFilter {
-        limit: 50,
+        limit: query::DEFAULT_LIMIT,
         ..DeliveryFilter::default()
     };
     let mut errors = Vec::new();
-    for (key, value) in url::form_urlencoded::parse(req.query_string().as_bytes()) {
-        match key.as_ref() {
-            "status" if ["pending", "delivered", "failed"].contains(&value.as_ref()) => {
-                filter.status = Some(value.into_owned())
+    for (key, value) in query::pairs(req.query_string(), &mut errors) {
+        match key.as_str() {
+            "status" if ["pending", "delivered", "failed"].contains(&value.as_str()) => {
+                filter.status = Some(value)
             }
             "status" => errors.push(FieldError::new(
                 "status",
                 "must be pending, delivered or failed",
             )),
-            "event_type" if !value.chars().any(char::is_control) => {
-                filter.event_type = Some(value.into_owned())
-            }
-            "limit" => match value.parse::<u32>() {
-                Ok(n) if (1..=200).contains(&n) => filter.limit = n,
-                _ => errors.push(FieldError::new("limit", "must be 1 to 200")),
+            "event_type" => filter.event_type = Some(value),
+            "limit" => match query::limit(&value) {
+                Ok(n) => filter.limit = n,
+                Err(e) => errors.push(e),
             },
-            other => errors.push(FieldError::new(other, "is not a usable query parameter")),
+            other => errors.push(query::unknown(other)),
         }
     }
-    if !errors.is_empty() {
-        return Err(ApiError::Validation(errors));
-    }
+    let filter = query::checked(filter, errors)?;
     let evaluator = &state.evaluator;
     let deliveries = evaluator
         .bounded(evaluator.store().list_deliveries(&filter))

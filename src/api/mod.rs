@@ -8,6 +8,7 @@ mod health;
 mod hooks;
 pub mod openapi;
 pub mod problem;
+mod query;
 mod request_id;
 mod reviews;
 

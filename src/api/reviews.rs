@@ -11,6 +11,7 @@ use uuid::Uuid;
 use super::auth::Caller;
 use super::body::read_json;
 use super::problem::{ApiError, Problem};
+use super::query;
 use super::AppState;
 use crate::domain::FieldError;
 use crate::review::{
@@ -19,8 +20,6 @@ use crate::review::{
 };
 use crate::store::StatsWindow;
 
-const DEFAULT_LIMIT: u32 = 50;
-const MAX_LIMIT: u32 = 200;
 const MAX_NOTE: usize = 4_000;
 
 /// One page of the queue.
@@ -97,20 +96,12 @@ pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
 
 fn parse_filter(query: &str, now: DateTime<Utc>) -> Result<ReviewFilter, ApiError> {
     let mut filter = ReviewFilter {
-        limit: DEFAULT_LIMIT,
+        limit: query::DEFAULT_LIMIT,
         ..ReviewFilter::default()
     };
     let mut errors = Vec::new();
-    for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
-        if value.chars().any(char::is_control) {
-            errors.push(FieldError::new(
-                key.as_ref(),
-                "must not contain control characters",
-            ));
-            continue;
-        }
-        let value = value.into_owned();
-        match key.as_ref() {
+    for (key, value) in query::pairs(query, &mut errors) {
+        match key.as_str() {
             "status" => match ReviewStatus::parse(&value) {
                 Some(status) => filter.status = Some(status),
                 None => errors.push(FieldError::new(
@@ -131,12 +122,9 @@ fn parse_filter(query: &str, now: DateTime<Utc>) -> Result<ReviewFilter, ApiErro
                     "must be an RFC 3339 time or a number of seconds",
                 )),
             },
-            "limit" => match value.parse::<u32>() {
-                Ok(n) if (1..=MAX_LIMIT).contains(&n) => filter.limit = n,
-                _ => errors.push(FieldError::new(
-                    "limit",
-                    format!("must be 1 to {MAX_LIMIT}"),
-                )),
+            "limit" => match query::limit(&value) {
+                Ok(n) => filter.limit = n,
+                Err(e) => errors.push(e),
             },
             "cursor" => match decode_cursor(&value) {
                 Some(after) => filter.after = Some(after),
@@ -145,14 +133,10 @@ fn parse_filter(query: &str, now: DateTime<Utc>) -> Result<ReviewFilter, ApiErro
                     "is not a cursor this API returned",
                 )),
             },
-            other => errors.push(FieldError::new(other, "is not a known query parameter")),
+            other => errors.push(query::unknown(other)),
         }
     }
-    if errors.is_empty() {
-        Ok(filter)
-    } else {
-        Err(ApiError::Validation(errors))
-    }
+    query::checked(filter, errors)
 }
 
 fn older_than(value: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
@@ -210,17 +194,14 @@ pub async fn get(
 )]
 pub async fn next(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let mut event = None;
-    for (key, value) in url::form_urlencoded::parse(req.query_string().as_bytes()) {
-        match key.as_ref() {
-            "event" if !value.chars().any(char::is_control) => event = Some(value.into_owned()),
-            other => {
-                return Err(ApiError::Validation(vec![FieldError::new(
-                    other,
-                    "is not a usable query parameter",
-                )]))
-            }
+    let mut errors = Vec::new();
+    for (key, value) in query::pairs(req.query_string(), &mut errors) {
+        match key.as_str() {
+            "event" => event = Some(value),
+            other => errors.push(query::unknown(other)),
         }
     }
+    let event = query::checked(event, errors)?;
     let actor = caller(&req);
     let Some(item) = state.reviews.claim_next(&actor, event.as_deref()).await? else {
         return Ok(HttpResponse::NoContent().finish());
@@ -393,13 +374,13 @@ pub async fn label(
 pub async fn stats(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let mut window = StatsWindow::default();
     let mut errors = Vec::new();
-    for (key, value) in url::form_urlencoded::parse(req.query_string().as_bytes()) {
+    for (key, value) in query::pairs(req.query_string(), &mut errors) {
         let time = || {
             DateTime::parse_from_rfc3339(&value)
                 .ok()
                 .map(|t| t.with_timezone(&Utc))
         };
-        match key.as_ref() {
+        match key.as_str() {
             "since" => match time() {
                 Some(t) => window.since = Some(t),
                 None => errors.push(FieldError::new("since", "must be an RFC 3339 time")),
@@ -408,15 +389,11 @@ pub async fn stats(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpR
                 Some(t) => window.until = Some(t),
                 None => errors.push(FieldError::new("until", "must be an RFC 3339 time")),
             },
-            "event" if !value.chars().any(char::is_control) => {
-                window.event = Some(value.into_owned())
-            }
-            other => errors.push(FieldError::new(other, "is not a usable query parameter")),
+            "event" => window.event = Some(value.clone()),
+            other => errors.push(query::unknown(other)),
         }
     }
-    if !errors.is_empty() {
-        return Err(ApiError::Validation(errors));
-    }
+    let window = query::checked(window, errors)?;
     Ok(HttpResponse::Ok().json(state.reviews.stats(&window).await?))
 }
 
