@@ -5,7 +5,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
-use sqlx::{Connection, Postgres, QueryBuilder, Row};
+use sqlx::{Postgres, QueryBuilder, Row};
 use uuid::Uuid;
 
 use super::{
@@ -28,9 +28,6 @@ const COLUMNS: &str = "id, created_at, session_id, event, user_id, amount::text 
     upstream_attempts::bigint AS upstream_attempts, upstream_ms::bigint AS upstream_ms, \
     total_ms::bigint AS total_ms, report_shape, report_snapshot::text AS report_snapshot, request_id";
 
-/// A pooled connection idle longer than this is pinged before use.
-const IDLE_BEFORE_PING: Duration = Duration::from_secs(1);
-
 /// Evaluations in PostgreSQL.
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
@@ -46,19 +43,10 @@ impl PostgresStore {
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(acquire_timeout)
-            // A ping on every checkout is a round trip per request. Ping only
-            // connections that sat idle (which an outage may have broken); a
-            // busy connection that breaks fails its request with a 503 and
-            // is dropped.
-            .test_before_acquire(false)
-            .before_acquire(|conn, meta| {
-                Box::pin(async move {
-                    if meta.idle_for > IDLE_BEFORE_PING {
-                        conn.ping().await?;
-                    }
-                    Ok(true)
-                })
-            })
+            // Every checkout is pinged (sqlx's default). Pinging only idle
+            // connections saved a round trip per request, but a connection
+            // broken by a database outage then kept failing requests after the
+            // database was back: recovery must not depend on luck.
             .connect(url)
             .await?;
         Ok(Self { pool })
