@@ -117,14 +117,25 @@ impl Evaluator {
         // answer 409 and let the caller retry rather than hold the checkout.
         let give_up = Instant::now() + self.limits.deadline + self.limits.database_timeout * 2;
         let mut pause = Duration::from_millis(20);
+        // Claim first; while another request holds the key, only peek (a
+        // read takes no lock that the holder's completion would queue behind).
+        let mut claim_next = true;
         loop {
-            let claim = self.bounded(self.store.claim_idempotency_key(
-                &key,
-                Utc::now(),
-                self.lease(),
-                self.limits.idempotency_ttl,
-            ));
-            match claim.await? {
+            let found = if claim_next {
+                self.bounded(self.store.claim_idempotency_key(
+                    &key,
+                    Utc::now(),
+                    self.lease(),
+                    self.limits.idempotency_ttl,
+                ))
+                .await?
+            } else {
+                self.bounded(self.store.peek_idempotency_key(&key, Utc::now()))
+                    .await?
+            };
+            claim_next = false;
+            match found {
+                Claim::Vacant => claim_next = true,
                 Claim::Acquired => {
                     let result = self.evaluate_once(call, Some(&key)).await;
                     if result.is_err() {

@@ -149,6 +149,9 @@ pub enum Claim {
     InProgress,
     /// The key was used with a different body.
     Mismatch,
+    /// (From a peek) nobody holds the key: it is missing, expired, or its
+    /// owner's lease ran out. Claim it.
+    Vacant,
 }
 
 /// Where evaluations live.
@@ -168,6 +171,14 @@ pub trait Store: Send + Sync {
         now: DateTime<Utc>,
         lease: Duration,
         ttl: Duration,
+    ) -> Result<Claim, StoreError>;
+    /// Reads where a key stands without locking it, for requests waiting on
+    /// another: polling with the claiming upsert would queue row locks in
+    /// front of the owner's own completion.
+    async fn peek_idempotency_key(
+        &self,
+        key: &IdempotencyKey,
+        now: DateTime<Utc>,
     ) -> Result<Claim, StoreError>;
     /// Gives up an in-progress claim (the evaluation failed), so a retry may run.
     async fn release_idempotency_key(&self, key: &IdempotencyKey) -> Result<(), StoreError>;
@@ -379,6 +390,22 @@ fn claim_from(key: &IdempotencyKey, held_hash: &str, evaluation_id: Option<Uuid>
         Claim::Completed(id)
     } else {
         Claim::InProgress
+    }
+}
+
+/// An idempotency key's row: request hash, evaluation, locked until, expires at.
+type HeldKey = (String, Option<Uuid>, DateTime<Utc>, DateTime<Utc>);
+
+/// Decides a peek from the row that holds the key, if any.
+fn peek_from(key: &IdempotencyKey, held: Option<HeldKey>, now: DateTime<Utc>) -> Claim {
+    match held {
+        None => Claim::Vacant,
+        Some((_, _, _, expires_at)) if expires_at <= now => Claim::Vacant,
+        Some((hash, evaluation_id, locked_until, _)) => match claim_from(key, &hash, evaluation_id)
+        {
+            Claim::InProgress if locked_until <= now => Claim::Vacant,
+            other => other,
+        },
     }
 }
 

@@ -9,8 +9,8 @@ use sqlx::{Postgres, QueryBuilder, Row};
 use uuid::Uuid;
 
 use super::{
-    assemble_stats, chrono_duration, claim_from, decode_status, Claim, EncodedJson, EvaluationRow,
-    IdempotencyKey, NewEvaluation, ReviewRow, StatsWindow, Store, StoreError,
+    assemble_stats, chrono_duration, claim_from, decode_status, peek_from, Claim, EncodedJson,
+    EvaluationRow, IdempotencyKey, NewEvaluation, ReviewRow, StatsWindow, Store, StoreError,
 };
 use crate::evaluation::{Evaluation, EvaluationFilter};
 use crate::review::{
@@ -315,6 +315,32 @@ impl Store for PostgresStore {
             // Purged between the two statements: the next attempt will insert.
             None => Claim::InProgress,
         })
+    }
+
+    async fn peek_idempotency_key(
+        &self,
+        key: &IdempotencyKey,
+        now: DateTime<Utc>,
+    ) -> Result<Claim, StoreError> {
+        let row = sqlx::query(
+            "SELECT request_hash, evaluation_id, locked_until, expires_at FROM idempotency_keys \
+             WHERE scope = $1 AND key = $2",
+        )
+        .bind(&key.scope)
+        .bind(&key.key)
+        .fetch_optional(&self.pool)
+        .await?;
+        let held = row
+            .map(|r| {
+                Ok::<_, sqlx::Error>((
+                    r.try_get("request_hash")?,
+                    r.try_get("evaluation_id")?,
+                    r.try_get("locked_until")?,
+                    r.try_get("expires_at")?,
+                ))
+            })
+            .transpose()?;
+        Ok(peek_from(key, held, now))
     }
 
     async fn release_idempotency_key(&self, key: &IdempotencyKey) -> Result<(), StoreError> {

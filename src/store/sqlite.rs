@@ -13,8 +13,8 @@ use sqlx::{QueryBuilder, Row, Sqlite};
 use uuid::Uuid;
 
 use super::{
-    assemble_stats, chrono_duration, claim_from, decode_status, Claim, EncodedJson, EvaluationRow,
-    IdempotencyKey, NewEvaluation, ReviewRow, StatsWindow, Store, StoreError,
+    assemble_stats, chrono_duration, claim_from, decode_status, peek_from, Claim, EncodedJson,
+    EvaluationRow, IdempotencyKey, NewEvaluation, ReviewRow, StatsWindow, Store, StoreError,
 };
 use crate::domain::Decision;
 use crate::evaluation::{Evaluation, EvaluationFilter};
@@ -342,6 +342,36 @@ impl Store for SqliteStore {
             })
             .transpose()?;
         Ok(claim_from(key, row.try_get("request_hash")?, evaluation_id))
+    }
+
+    async fn peek_idempotency_key(
+        &self,
+        key: &IdempotencyKey,
+        now: DateTime<Utc>,
+    ) -> Result<Claim, StoreError> {
+        let row = sqlx::query(
+            "SELECT request_hash, evaluation_id, locked_until, expires_at FROM idempotency_keys \
+             WHERE scope = ? AND key = ?",
+        )
+        .bind(&key.scope)
+        .bind(&key.key)
+        .fetch_optional(&self.reader)
+        .await?;
+        let held = match row {
+            None => None,
+            Some(r) => {
+                let evaluation_id: Option<String> = r.try_get("evaluation_id")?;
+                Some((
+                    r.try_get("request_hash")?,
+                    evaluation_id
+                        .map(|id| parse_uuid("evaluation_id", &id))
+                        .transpose()?,
+                    from_millis("locked_until", r.try_get("locked_until")?)?,
+                    from_millis("expires_at", r.try_get("expires_at")?)?,
+                ))
+            }
+        };
+        Ok(peek_from(key, held, now))
     }
 
     async fn release_idempotency_key(&self, key: &IdempotencyKey) -> Result<(), StoreError> {

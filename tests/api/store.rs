@@ -72,6 +72,24 @@ async fn idempotency_claims_follow_their_lease_and_expiry(backend: Backend) {
         Claim::Acquired
     );
 
+    // Waiters peek without locking: the same answers, and Vacant when the
+    // key is free to claim.
+    let peek = |k: IdempotencyKey, at| {
+        let store = store.clone();
+        async move { store.peek_idempotency_key(&k, at).await.expect("peek") }
+    };
+    assert_eq!(peek(key("h1"), now).await, Claim::InProgress);
+    assert_eq!(peek(key("h2"), now).await, Claim::Mismatch);
+    assert_eq!(
+        peek(key("h1"), now + chrono::Duration::milliseconds(250)).await,
+        Claim::Vacant
+    );
+    let unknown = IdempotencyKey {
+        key: "never-used".into(),
+        ..key("h1")
+    };
+    assert_eq!(peek(unknown, now).await, Claim::Vacant);
+
     // The first owner died: once its lease ends, a retry takes over.
     let later = now + chrono::Duration::milliseconds(250);
     assert_eq!(
@@ -107,7 +125,12 @@ async fn idempotency_claims_follow_their_lease_and_expiry(backend: Backend) {
             .expect("claim"),
         Claim::Completed(evaluation.id)
     );
+    assert_eq!(
+        peek(key("h1"), much_later).await,
+        Claim::Completed(evaluation.id)
+    );
     let expired = now + chrono::Duration::hours(2);
+    assert_eq!(peek(key("h1"), expired).await, Claim::Vacant);
     assert_eq!(
         store
             .purge_expired_idempotency_keys(expired)
